@@ -1,0 +1,7 @@
+"""``python -m telemetry``."""
+
+import sys
+
+from telemetry.cli import main
+
+sys.exit(main())

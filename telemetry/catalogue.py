@@ -1,0 +1,273 @@
+"""The metric catalogue: every metric this package owns, as data.
+
+The 53 names documented on the Tuist "Telemetry" self-hosting page are the contract: dashboards and alerts
+query them verbatim, so the spellings below are copied from the doc, quirks included
+(``..._duration_miliseconds``, ``tuist_http_request_duration_nanosecond``,
+``tuist_storage_multipart_start_upload_duration_count``). A few project-owned metrics follow (inbound HTTP,
+DB pool extras, analytics health, the cardinality guard); they are marked ``documented=False``.
+
+Everything else derives from this table: the recording API, the store, the exposition, the README table, the
+tests and the dashboards' name checks. No metric name or label name is typed anywhere else.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+class Kind(enum.Enum):
+    """How a family is exposed to Prometheus (the ``# TYPE`` line)."""
+
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+# Bucket boundaries, chosen per unit and per what is being timed.
+RUN_MS: tuple[float, ...] = (
+    100, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000,
+)
+STORAGE_MS: tuple[float, ...] = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000)
+DB_MS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 5_000)
+OBJECT_BYTES: tuple[float, ...] = tuple(float(1024 * 4**i) for i in range(11))  # 1 KiB .. 1 GiB
+HTTP_NS: tuple[float, ...] = (
+    50_000, 100_000, 250_000, 500_000, 1e6, 2.5e6, 5e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 5e8, 1e9, 2.5e9, 5e9, 1e10,
+)
+WEB_SECONDS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+BOOL_VALUES = frozenset({"true", "false"})
+STATUS_VALUES = frozenset({"0", "1"})  # the doc: 0 on success, 1 on failure
+CACHE_EVENT_TYPES = frozenset({"local_hit", "remote_hit", "miss"})
+TOKEN_REFRESH_REASONS = frozenset({"invalid_token_type", "invalid_token"})
+STATEMENT_KINDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "OTHER"})
+ANALYTICS_DROP_REASONS = frozenset({"queue_full", "send_failed", "error"})
+
+# The eight storage operations the doc times and counts, in the doc's order.
+STORAGE_OPERATIONS: tuple[str, ...] = (
+    "get_object_size",
+    "delete_all_objects",
+    "multipart_start_upload",
+    "get_object_as_string",
+    "check_object_existence",
+    "generate_download_presigned_url",
+    "multipart_generate_upload_part_presigned_url",
+    "multipart_complete_upload",
+)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric family.
+
+    ``name`` is the family name on /metrics. ``doc_names`` are the sample names the doc lists for it (a
+    histogram documented as ``X_sum`` and ``X_bucket`` has both). ``doc_type`` is the type word the doc uses
+    (counter, count, sum, histogram, distribution, last_value).
+    """
+
+    name: str
+    kind: Kind
+    help: str
+    domain: str
+    labels: tuple[str, ...] = ()
+    unit: str = ""
+    allowed: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    buckets: tuple[float, ...] = ()
+    doc_type: str = ""
+    doc_names: tuple[str, ...] = ()
+    documented: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.kind is Kind.HISTOGRAM) != bool(self.buckets):
+            raise ValueError(f"{self.name}: histograms, and only histograms, have buckets")
+        if list(self.buckets) != sorted(set(self.buckets)):
+            raise ValueError(f"{self.name}: buckets must be strictly increasing")
+        unknown = set(self.allowed) - set(self.labels)
+        if unknown:
+            raise ValueError(f"{self.name}: allowed values for unknown labels {sorted(unknown)}")
+        object.__setattr__(self, "allowed", MappingProxyType(dict(self.allowed)))
+        if not self.doc_names and self.documented:
+            object.__setattr__(self, "doc_names", (self.name,))
+
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        """Every sample name this family puts on /metrics."""
+        if self.kind is Kind.HISTOGRAM:
+            return tuple(f"{self.name}{s}" for s in ("_bucket", "_sum", "_count"))
+        return (self.name,)
+
+
+def _counter(name: str, help: str, domain: str, *labels: str, unit: str = "", doc_type: str = "counter",
+             **kw: object) -> MetricSpec:
+    return MetricSpec(name, Kind.COUNTER, help, domain, labels, unit, doc_type=doc_type, **kw)  # type: ignore[arg-type]
+
+
+def _gauge(name: str, help: str, domain: str, *labels: str, **kw: object) -> MetricSpec:
+    return MetricSpec(name, Kind.GAUGE, help, domain, labels, doc_type="last_value", **kw)  # type: ignore[arg-type]
+
+
+def _histogram(name: str, help: str, domain: str, *labels: str, unit: str, buckets: tuple[float, ...],
+               doc_type: str = "histogram", **kw: object) -> MetricSpec:
+    return MetricSpec(name, Kind.HISTOGRAM, help, domain, labels, unit, buckets=buckets, doc_type=doc_type,
+                      **kw)  # type: ignore[arg-type]
+
+
+def _storage_specs() -> Iterator[MetricSpec]:
+    """The storage section: a duration histogram and a count per operation, spelled as in the doc."""
+    object_key = ("object_key",)
+    labels = {
+        "delete_all_objects": ("project_slug",),
+        "multipart_generate_upload_part_presigned_url": ("object_key", "part_number", "upload_id"),
+        "multipart_complete_upload": ("object_key", "upload_id"),
+    }
+    what = {
+        "get_object_size": "fetching an object's size from remote storage",
+        "delete_all_objects": "deleting all of a project's objects from remote storage",
+        "multipart_start_upload": "starting a multipart upload to remote storage",
+        "get_object_as_string": "fetching an object as a string from remote storage",
+        "check_object_existence": "checking whether an object exists in remote storage",
+        "generate_download_presigned_url": "generating a presigned download URL for an object",
+        "multipart_generate_upload_part_presigned_url": "generating a presigned URL for one part of a "
+                                                        "multipart upload",
+        "multipart_complete_upload": "completing a multipart upload to remote storage",
+    }
+    # The doc's spellings: one "miliseconds", and one count named after its histogram.
+    duration_suffix = {"get_object_size": "duration_miliseconds"}
+    count_suffix = {"multipart_start_upload": "duration_count"}
+    count_doc_type = {"get_object_as_string", "check_object_existence", "generate_download_presigned_url",
+                      "multipart_generate_upload_part_presigned_url", "multipart_complete_upload"}
+    for op in STORAGE_OPERATIONS:
+        op_labels = labels.get(op, object_key)
+        if op == "get_object_size":
+            yield _histogram("tuist_storage_get_object_size_size_bytes",
+                             "Size in bytes of objects whose size was fetched from remote storage.", "storage",
+                             *op_labels, unit="By", buckets=OBJECT_BYTES)
+        yield _histogram(f"tuist_storage_{op}_{duration_suffix.get(op, 'duration_milliseconds')}",
+                         f"Time in milliseconds spent {what[op]}.", "storage", *op_labels, unit="ms",
+                         buckets=STORAGE_MS)
+        yield _counter(f"tuist_storage_{op}_{count_suffix.get(op, 'count')}",
+                       f"Number of times remote storage was asked for: {what[op]}.", "storage", *op_labels,
+                       doc_type="count" if op in count_doc_type else "counter")
+
+
+def _http_specs() -> Iterator[MetricSpec]:
+    """The outbound HTTP client section (the doc's Finch metrics; httpx/httpcore here)."""
+    request = ("method", "host", "status")
+    host = ("host",)
+    yield _counter("tuist_http_request_count", "Number of outbound HTTP requests.", "http", *request)
+    yield _histogram("tuist_http_request_duration_nanosecond",
+                     "Duration of outbound HTTP requests in nanoseconds, from the request's start until its "
+                     "response was closed, including the wait for a pool connection.", "http", *request,
+                     unit="ns", buckets=HTTP_NS, doc_type="distribution",
+                     doc_names=("tuist_http_request_duration_nanosecond_sum",
+                                "tuist_http_request_duration_nanosecond_bucket"))
+    phases = {
+        "queue": ("Number of requests that took a connection from the pool.",
+                  "Time in nanoseconds spent waiting for a connection from the pool."),
+        "connection": ("Number of connections established.",
+                       "Time in nanoseconds spent establishing a connection to a host (TCP and TLS)."),
+        "send": ("Number of requests sent after taking a connection from the pool.",
+                 "Time in nanoseconds spent sending a request's headers and body."),
+        "receive": ("Number of responses received for sent requests.",
+                    "Time in nanoseconds spent receiving a response's headers and body."),
+    }
+    for phase, (count_help, duration_help) in phases.items():
+        yield _counter(f"tuist_http_{phase}_count", count_help, "http", *host)
+        family = f"tuist_http_{phase}_duration_nanoseconds"
+        yield _histogram(family, duration_help, "http", *host, unit="ns", buckets=HTTP_NS,
+                         doc_type="distribution", doc_names=(f"{family}_sum", f"{family}_bucket"))
+        if phase == "queue":
+            idle = "tuist_http_queue_idle_time_nanoseconds"
+            yield _histogram(idle, "Time in nanoseconds the connection that served a request had sat idle in "
+                                   "the pool before it (0 for a new connection).", "http", *host, unit="ns",
+                             buckets=HTTP_NS, doc_type="distribution", doc_names=(f"{idle}_sum", f"{idle}_bucket"))
+    yield _gauge("tuist_http_queue_available_connections", "Idle connections available in the HTTP pool.",
+                 "http", *host)
+    yield _gauge("tuist_http_queue_in_use_connections", "HTTP pool connections in use.", "http", *host)
+
+
+def _build() -> tuple[MetricSpec, ...]:
+    run = ("name", "is_ci", "status")
+    run_allowed = {"is_ci": BOOL_VALUES, "status": STATUS_VALUES}
+    specs: list[MetricSpec] = [
+        _counter("tuist_runs_total", "Total number of Tuist runs.", "runs", *run, allowed=run_allowed),
+        _histogram("tuist_runs_duration_milliseconds", "Total duration of each Tuist run in milliseconds.",
+                   "runs", *run, unit="ms", buckets=RUN_MS, allowed=run_allowed),
+        _counter("tuist_cache_events_total", "Total number of binary cache events.", "cache", "event_type",
+                 allowed={"event_type": CACHE_EVENT_TYPES}),
+        _counter("tuist_cache_uploads_total", "Number of uploads to the binary cache.", "cache"),
+        _counter("tuist_cache_uploaded_bytes", "Bytes uploaded to the binary cache.", "cache", unit="By",
+                 doc_type="sum"),
+        _counter("tuist_cache_downloads_total", "Number of downloads from the binary cache.", "cache"),
+        _counter("tuist_cache_downloaded_bytes", "Bytes downloaded from the binary cache.", "cache", unit="By",
+                 doc_type="sum"),
+        _counter("tuist_previews_uploads_total", "Total number of previews uploaded.", "previews",
+                 doc_type="sum"),
+        _counter("tuist_previews_downloads_total", "Total number of previews downloaded.", "previews",
+                 doc_type="sum"),
+        *_storage_specs(),
+        _counter("tuist_authentication_token_refresh_error_total", "Total number of token refresh errors.",
+                 "authentication", "cli_version", "reason", allowed={"reason": TOKEN_REFRESH_REASONS}),
+        _gauge("tuist_projects_total", "Total number of projects.", "projects"),
+        _gauge("tuist_accounts_organizations_total", "Total number of organizations.", "accounts"),
+        _gauge("tuist_accounts_users_total", "Total number of users.", "accounts"),
+        _gauge("tuist_repo_pool_checkout_queue_length",
+               "Database queries queued waiting for a connection from the pool.", "database", "pool"),
+        _gauge("tuist_repo_pool_ready_conn_count", "Idle database connections ready to be checked out.",
+               "database", "pool"),
+        _counter("tuist_repo_pool_db_connection_connected", "Database connections established.", "database",
+                 "pool"),
+        _counter("tuist_repo_pool_db_connection_disconnected", "Database connections closed or invalidated.",
+                 "database", "pool"),
+        *_http_specs(),
+        # Project-owned metrics beyond the doc.
+        _histogram("tuist_repo_query_duration_milliseconds",
+                   "Duration of database statements in milliseconds, by statement kind (the Ecto plugin's "
+                   "query time counterpart).", "database", "pool", "statement", unit="ms", buckets=DB_MS,
+                   allowed={"statement": STATEMENT_KINDS}, documented=False),
+        _gauge("db_connections_active", "Database connections currently checked out of the pool.", "database",
+               "pool", documented=False),
+        _counter("http_requests_total", "Inbound HTTP requests by route template and status.", "inbound",
+                 "method", "route", "status", documented=False),
+        _histogram("http_request_duration_seconds", "Inbound HTTP request duration in seconds.", "inbound",
+                   "method", "route", unit="s", buckets=WEB_SECONDS, documented=False),
+        _counter("tuist_analytics_events_dropped_total",
+                 "Product analytics events dropped before reaching PostHog.", "analytics", "reason",
+                 allowed={"reason": ANALYTICS_DROP_REASONS}, documented=False),
+        _counter("tuist_telemetry_overflow_measurements_total",
+                 "Measurements recorded into a metric's overflow series because it reached its label-set "
+                 "limit.", "telemetry", "metric", documented=False),
+    ]
+    names = [s.name for s in specs]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ValueError(f"duplicate metric names in the catalogue: {sorted(duplicates)}")
+    return tuple(specs)
+
+
+CATALOGUE: tuple[MetricSpec, ...] = _build()
+BY_NAME: Mapping[str, MetricSpec] = MappingProxyType({s.name: s for s in CATALOGUE})
+OVERFLOW_METRIC = "tuist_telemetry_overflow_measurements_total"
+# The label every overflow series carries instead of its own (OpenTelemetry's convention).
+OVERFLOW_LABEL = "otel_metric_overflow"
+
+
+def spec(name: str) -> MetricSpec:
+    """The spec for ``name``; a ``KeyError`` that lists close names when it is not in the catalogue."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        close = [n for n in BY_NAME if name.rsplit("_", 1)[0] in n][:5]
+        raise KeyError(f"{name!r} is not in the catalogue" + (f"; did you mean {close}?" if close else "")) from None
+
+
+def documented() -> tuple[MetricSpec, ...]:
+    """The families the Tuist doc lists, in the doc's order."""
+    return tuple(s for s in CATALOGUE if s.documented)
+
+
+def documented_names() -> tuple[str, ...]:
+    """The 53 sample names exactly as the doc writes them."""
+    return tuple(n for s in documented() for n in s.doc_names)

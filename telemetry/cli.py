@@ -1,0 +1,73 @@
+"""``python -m telemetry`` / ``tuist-telemetry``: print the catalogue, or simulate activity and serve it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+
+from telemetry.catalogue import CATALOGUE, MetricSpec
+
+
+def catalogue_markdown(specs: Sequence[MetricSpec] = CATALOGUE) -> str:
+    """The README's metric table."""
+    rows = ["| Name on /metrics | Type | Doc type | Labels | Unit | Description |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for s in specs:
+        names = ", ".join(f"`{n}`" for n in (s.doc_names if s.doc_names else (s.name,)))
+        labels = ", ".join(f"`{n}`" + (f" ({'/'.join(sorted(s.allowed[n]))})" if n in s.allowed else "")
+                           for n in s.labels)
+        doc_type = s.doc_type if s.documented else "(not in the doc)"
+        rows.append(f"| {names} | {s.kind.value} | {doc_type} | {labels} | {s.unit} | {s.help} |")
+    return "\n".join(rows)
+
+
+def catalogue_json(specs: Sequence[MetricSpec] = CATALOGUE) -> str:
+    return json.dumps([{"name": s.name, "type": s.kind.value, "doc_type": s.doc_type, "documented": s.documented,
+                        "doc_names": list(s.doc_names), "labels": list(s.labels), "unit": s.unit,
+                        "allowed": {k: sorted(v) for k, v in s.allowed.items()}, "buckets": list(s.buckets),
+                        "help": s.help, "domain": s.domain} for s in specs], indent=2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tuist-telemetry", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    cat = commands.add_parser("catalogue", help="print every metric this package exposes")
+    cat.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    sim = commands.add_parser("simulate", help="record synthetic activity for every metric and serve /metrics")
+    sim.add_argument("--host", default=None, help="address to bind (default: TUIST_METRICS_HOST or 0.0.0.0)")
+    sim.add_argument("--port", type=int, default=None, help="port (default: TUIST_METRICS_PORT or 9091)")
+    sim.add_argument("--duration", type=float, default=None, help="seconds to run (default: until interrupted)")
+    sim.add_argument("--interval", type=float, default=0.5, help="seconds between ticks")
+    sim.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    if args.command == "catalogue":
+        print(catalogue_markdown() if args.format == "markdown" else catalogue_json())
+        return 0
+
+    import telemetry
+    from telemetry.simulate import Simulator
+
+    overrides = {k: v for k, v in (("metrics_host", args.host), ("metrics_port", args.port)) if v is not None}
+    try:
+        running = telemetry.setup(**overrides)
+    except (telemetry.SettingsError, telemetry.ExpositionError) as exc:
+        print(f"tuist-telemetry: {exc}", file=sys.stderr)
+        return 2
+    simulator = Simulator(running.recorders, seed=args.seed)
+    signal.signal(signal.SIGTERM, lambda *_: simulator.stop())
+    print(f"simulating; metrics at {running.metrics_url}", flush=True)
+    try:
+        simulator.run(args.duration, args.interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        telemetry.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Settings: one frozen object, built from arguments, then environment variables, then defaults.
+
+Every environment variable the package reads is declared once, in ``FIELDS``; ``Settings.from_env`` parses
+them, the README's configuration table is generated from them, and a bad value fails at startup with a message
+naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value the package cannot use; the message names the setting."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 <= port <= 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return port
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("expected a number above 0")
+    return value
+
+
+def _path(raw: str) -> str:
+    if not raw.startswith("/"):
+        raise ValueError("expected a path starting with /")
+    return raw
+
+
+def _basic_auth(raw: str) -> str:
+    if raw and ":" not in raw:
+        raise ValueError("expected user:password")
+    return raw
+
+
+def _limits(raw: str) -> Mapping[str, int]:
+    """``name=N,name=N``: per-metric label-set limits."""
+    from telemetry.catalogue import spec
+
+    limits: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, number = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected name=N, got {item!r}")
+        spec(name.strip())  # raises KeyError naming the metric
+        limits[name.strip()] = _positive_int(number)
+    return limits
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting: its attribute, its environment variable, its parser and what it is for."""
+
+    attr: str
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+# The single place that names environment variables. Standard OpenTelemetry variables keep their names.
+FIELDS: tuple[Field, ...] = (
+    Field("sdk_disabled", "OTEL_SDK_DISABLED", _bool, "Disable all telemetry: setup() starts nothing."),
+    Field("service_name", "OTEL_SERVICE_NAME", _text, "service.name of the resource."),
+    Field("resource_attributes", "OTEL_RESOURCE_ATTRIBUTES", _text,
+          "Extra resource attributes, key=value,key=value (read by the OpenTelemetry SDK)."),
+    Field("service_version", "TUIST_SERVICE_VERSION", _text, "service.version of the resource and info metric."),
+    Field("git_sha", "TUIST_GIT_SHA", _text, "Git commit of the running build, shown on the info metric."),
+    Field("metrics_host", "TUIST_METRICS_HOST", _text, "Address the /metrics endpoint binds to."),
+    Field("metrics_port", "TUIST_METRICS_PORT", _port, "Port of the /metrics endpoint (0 picks a free one)."),
+    Field("metrics_path", "TUIST_METRICS_PATH", _path, "Path of the metrics endpoint."),
+    Field("metrics_bearer_token", "TUIST_METRICS_BEARER_TOKEN", _text,
+          "When set, /metrics requires Authorization: Bearer <token>."),
+    Field("metrics_basic_auth", "TUIST_METRICS_BASIC_AUTH", _basic_auth,
+          "When set (user:password), /metrics requires HTTP basic auth."),
+    Field("cardinality_limit", "TUIST_METRICS_CARDINALITY_LIMIT", _positive_int,
+          "Label sets kept per metric before new ones go to the overflow series."),
+    Field("cardinality_limits", "TUIST_METRICS_CARDINALITY_LIMITS", _limits,
+          "Per-metric limits overriding the default: name=N,name=N."),
+    Field("target_info", "TUIST_METRICS_TARGET_INFO", _bool,
+          "Expose the resource as a target_info series."),
+    Field("scope_labels", "TUIST_METRICS_SCOPE_LABELS", _bool,
+          "Add otel_scope_name/otel_scope_version labels to OpenTelemetry (non-catalogue) series."),
+    Field("runtime_metrics", "TUIST_RUNTIME_METRICS", _bool, "Collect process and Python runtime metrics."),
+    Field("gauge_refresh_seconds", "TUIST_METRICS_GAUGE_REFRESH_SECONDS", _positive_float,
+          "How long the projects/accounts gauges' values are reused before the callback runs again."),
+    Field("posthog_api_key", "TUIST_POSTHOG_API_KEY", _text,
+          "PostHog project API key; analytics are on only when this and TUIST_POSTHOG_URL are both set."),
+    Field("posthog_url", "TUIST_POSTHOG_URL", _text, "PostHog API endpoint URL, e.g. https://eu.i.posthog.com."),
+)
+ENV: Mapping[str, str] = {f.attr: f.env for f in FIELDS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``setup()`` needs. Build with ``Settings.from_env(**overrides)``."""
+
+    sdk_disabled: bool = False
+    service_name: str = ""
+    resource_attributes: str = ""
+    service_version: str = ""
+    git_sha: str = ""
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9091
+    metrics_path: str = "/metrics"
+    metrics_bearer_token: str = field(default="", repr=False)
+    metrics_basic_auth: str = field(default="", repr=False)
+    cardinality_limit: int = 2000
+    cardinality_limits: Mapping[str, int] = field(default_factory=dict)
+    target_info: bool = True
+    scope_labels: bool = False
+    runtime_metrics: bool = True
+    gauge_refresh_seconds: float = 30.0
+    posthog_api_key: str = field(default="", repr=False)
+    posthog_url: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Arguments win over environment variables, which win over defaults.
+
+        Raises ``SettingsError`` naming the variable (or argument) whose value is unusable.
+        """
+        env = os.environ if environ is None else environ
+        unknown = set(overrides) - set(ENV)
+        if unknown:
+            raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(ENV)}")
+        values: dict[str, Any] = {}
+        for f in FIELDS:
+            if f.attr in overrides:
+                values[f.attr] = overrides[f.attr]
+            elif f.env in env:
+                try:
+                    values[f.attr] = f.parse(env[f.env])
+                except (ValueError, KeyError) as exc:
+                    raise SettingsError(f"{f.env}={env[f.env]!r} is not valid: {exc}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check values given as arguments the same way environment values are checked."""
+        for f in FIELDS:
+            value = getattr(self, f.attr)
+            if isinstance(value, str) and f.parse is not _text:
+                try:
+                    f.parse(value)
+                except ValueError as exc:
+                    raise SettingsError(f"{f.attr} (env {f.env}) = {value!r} is not valid: {exc}") from None
+        if isinstance(self.metrics_port, int):
+            try:
+                _port(str(self.metrics_port))
+            except ValueError as exc:
+                raise SettingsError(f"metrics_port (env {ENV['metrics_port']}): {exc}") from None
+        if self.metrics_bearer_token and self.metrics_basic_auth:
+            raise SettingsError(f"set either {ENV['metrics_bearer_token']} or {ENV['metrics_basic_auth']}, "
+                                "not both")
+
+    def replace(self, **changes: Any) -> Settings:
+        settings = dataclasses.replace(self, **changes)
+        settings.validate()
+        return settings
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    defaults = Settings()
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for f in FIELDS:
+        default = getattr(defaults, f.attr)
+        shown = "" if default in ("", {}) else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        rows.append(f"| `{f.env}` | {shown} | {f.help} |")
+    return "\n".join(rows)

@@ -1,0 +1,1 @@
+"""Exposition: the text renderer, our OpenTelemetry MetricReader and the /metrics HTTP endpoint."""

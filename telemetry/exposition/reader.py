@@ -1,0 +1,62 @@
+"""``PrometheusReader``: an OpenTelemetry ``MetricReader`` that renders the Prometheus text exposition.
+
+Registered on the ``MeterProvider`` like any reader (cumulative temporality), it collects the SDK's metrics on
+each scrape and renders them together with the catalogue registry (see ``render``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
+
+from telemetry.exposition.render import render
+from telemetry.registry import Registry
+
+_CUMULATIVE = {
+    kind: AggregationTemporality.CUMULATIVE
+    for kind in (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
+}
+
+
+class PrometheusReader(MetricReader):
+    """Renders ``registry`` (exact catalogue names) plus the SDK's own metrics (standard naming)."""
+
+    def __init__(self, registry: Registry | None, *, target_info: bool = True, scope_labels: bool = False) -> None:
+        super().__init__(preferred_temporality=_CUMULATIVE)
+        self._registry = registry
+        self._target_info = target_info
+        self._scope_labels = scope_labels
+        self._data: MetricsData | None = None
+        self._scrape_lock = threading.Lock()
+        self._registered = False
+
+    def _set_collect_callback(self, func: Any) -> None:
+        super()._set_collect_callback(func)
+        self._registered = True
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        self._data = metrics_data
+
+    def scrape(self) -> str:
+        """Collect and render one exposition. Concurrent scrapes are serialised."""
+        with self._scrape_lock:
+            self._data = None
+            if self._registered:
+                self.collect()
+            if self._registry is not None:
+                self._registry.observe_gauges()
+            return render(self._registry, self._data, target_info=self._target_info,
+                          scope_labels=self._scope_labels)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._data = None

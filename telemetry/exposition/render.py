@@ -1,0 +1,233 @@
+"""Prometheus text format 0.0.4, written by hand.
+
+Catalogue families are rendered under their exact names and documented types (no ``_total`` or unit suffix
+added). Everything else the OpenTelemetry SDK collected (runtime, instrumentation libraries) is rendered with
+the standard OpenTelemetry-to-Prometheus naming: sanitised name, unit suffix, ``_total`` on monotonic sums.
+Each series carries exactly its own labels: nothing is unioned or back-filled.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    MetricsData,
+    NumberDataPoint,
+    Sum,
+)
+
+from telemetry.catalogue import Kind
+from telemetry.registry import CounterFamily, GaugeFamily, HistogramFamily, Registry, escape_label_value
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def format_float(value: float | int) -> str:
+    """Go's float formatting, as Prometheus and prometheus_client write it."""
+    if isinstance(value, int):
+        return str(value)
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if value != value:
+        return "NaN"
+    s = repr(value)
+    dot = s.find(".")
+    if value > 0 and dot > 6:  # Go switches to exponent notation sooner than Python
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
+        return f"{mantissa}e+0{dot - 1}"
+    return s
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _header(name: str, help_text: str, kind: str) -> str:
+    return f"# HELP {name} {escape_help(help_text)}\n# TYPE {name} {kind}\n"
+
+
+class _HistogramLayout:
+    """Per-family constants of a histogram's rendering, computed once."""
+
+    __slots__ = ("bucket", "count", "les", "sum")
+
+    def __init__(self, name: str, bounds: Iterable[float]) -> None:
+        self.bucket = f"{name}_bucket{{"
+        self.sum = f"{name}_sum"
+        self.count = f"{name}_count"
+        self.les = [f'le="{format_float(float(b))}"}} ' for b in bounds] + ['le="+Inf"} ']
+
+
+_layouts: dict[tuple[str, tuple[float, ...]], _HistogramLayout] = {}
+
+
+def _layout(name: str, bounds: tuple[float, ...]) -> _HistogramLayout:
+    layout = _layouts.get((name, bounds))
+    if layout is None:
+        layout = _layouts[(name, bounds)] = _HistogramLayout(name, bounds)
+    return layout
+
+
+def render_registry(registry: Registry, out: list[str]) -> None:
+    """Append the catalogue families to ``out``. Gauge callbacks must have run already."""
+    for family in registry.families():
+        spec = family.spec
+        out.append(_header(spec.name, spec.help, spec.kind.value))
+        series = family.series()
+        if isinstance(family, HistogramFamily):
+            layout = _layout(spec.name, spec.buckets)
+            for child in series:
+                counts, total, count = child.snapshot()
+                _histogram_lines(out, layout, child.inner, counts, total, count)
+        elif isinstance(family, CounterFamily | GaugeFamily):
+            name = spec.name
+            for child in series:
+                value = child.value
+                out.append(f"{name}{child.labelstr} {value if type(value) is int else format_float(value)}\n")
+
+
+def _histogram_lines(out: list[str], layout: _HistogramLayout, inner: str, counts: list[int],
+                     total: float | int, count: int) -> None:
+    bucket = layout.bucket + inner
+    cumulative = 0
+    for le, n in zip(layout.les, counts, strict=True):
+        cumulative += n
+        out.append(f"{bucket}{le}{cumulative}\n")
+    labels = "{" + inner[:-1] + "}" if inner else ""
+    out.append(f"{layout.sum}{labels} {format_float(total)}\n{layout.count}{labels} {count}\n")
+
+
+# --- OpenTelemetry data, standard naming ---------------------------------------------------------------
+
+_UNITS = {
+    "d": "days", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds", "us": "microseconds",
+    "ns": "nanoseconds", "By": "bytes", "KiBy": "kibibytes", "MiBy": "mebibytes", "GiBy": "gibibytes",
+    "TiBy": "tibibytes", "KBy": "kilobytes", "MBy": "megabytes", "GBy": "gigabytes", "TBy": "terabytes",
+    "m": "meters", "V": "volts", "A": "amperes", "J": "joules", "W": "watts", "g": "grams", "Cel": "celsius",
+    "Hz": "hertz", "%": "percent",
+}
+_PER = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
+_INVALID = re.compile(r"[^a-zA-Z0-9_:]")
+_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+_REPEATS = re.compile(r"__+")
+
+
+def _unit_suffix(unit: str, is_gauge: bool) -> str:
+    unit = re.sub(r"\{[^}]*\}", "", unit or "").strip()
+    if unit == "1":
+        return "ratio" if is_gauge else ""
+    if not unit:
+        return ""
+    main, _, per = unit.partition("/")
+    words = [_UNITS.get(main, main)] if main else []
+    if per:
+        words.append("per_" + _PER.get(per, per))
+    return _REPEATS.sub("_", _INVALID.sub("_", "_".join(words))).strip("_")
+
+
+def otel_name(name: str, unit: str, *, counter: bool, gauge: bool) -> str:
+    """The standard OpenTelemetry-to-Prometheus metric name."""
+    base = _REPEATS.sub("_", _INVALID.sub("_", name))
+    if base[:1].isdigit():
+        base = "_" + base
+    if counter and base.endswith("_total"):
+        base = base[: -len("_total")]
+    suffix = _unit_suffix(unit, gauge)
+    if suffix and not base.endswith(suffix):
+        base = f"{base}_{suffix}"
+    return f"{base}_total" if counter else base
+
+
+def label_name(key: str) -> str:
+    name = _INVALID_LABEL.sub("_", key)
+    if name[:1].isdigit():
+        name = "key_" + name
+    return name
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list | tuple):
+        return "[" + ",".join(_value(x) if not isinstance(x, str) else f'"{x}"' for x in v) + "]"
+    return str(v)
+
+
+def _inner(attributes: Mapping[str, Any] | None, extra: str = "") -> str:
+    if not attributes:
+        return extra
+    return extra + "".join(f'{label_name(k)}="{escape_label_value(_value(v))}",' for k, v in attributes.items())
+
+
+def render_otel(data: MetricsData | None, out: list[str], *, target_info: bool, scope_labels: bool,
+                skip: Iterable[str] = ()) -> None:
+    """Append what the SDK collected. ``skip`` names instruments that must not appear (none by default)."""
+    if data is None:
+        return
+    skipped = set(skip)
+    families: dict[str, tuple[str, str, list[str]]] = {}
+    resource_attrs: dict[str, Any] = {}
+    for rm in data.resource_metrics:
+        resource_attrs.update(rm.resource.attributes)
+        for sm in rm.scope_metrics:
+            scope = ""
+            if scope_labels:
+                scope = (f'otel_scope_name="{escape_label_value(sm.scope.name)}",'
+                         f'otel_scope_version="{escape_label_value(sm.scope.version or "")}",')
+            for metric in sm.metrics:
+                if metric.name in skipped:
+                    continue
+                _render_metric(metric, scope, families)
+    if target_info and resource_attrs:
+        out.append(_header("target_info", "Target metadata", "gauge"))
+        inner = _inner(resource_attrs)
+        out.append(f"target_info{{{inner[:-1]}}} 1\n")
+    for name, (kind, help_text, lines) in families.items():
+        out.append(_header(name, help_text, kind))
+        out.extend(lines)
+
+
+def _render_metric(metric: Any, scope: str, families: dict[str, tuple[str, str, list[str]]]) -> None:
+    data = metric.data
+    if isinstance(data, Sum):
+        counter = data.is_monotonic
+        kind = Kind.COUNTER if counter else Kind.GAUGE
+        name = otel_name(metric.name, metric.unit, counter=counter, gauge=not counter)
+    elif isinstance(data, Gauge):
+        kind = Kind.GAUGE
+        name = otel_name(metric.name, metric.unit, counter=False, gauge=True)
+    elif isinstance(data, Histogram):
+        kind = Kind.HISTOGRAM
+        name = otel_name(metric.name, metric.unit, counter=False, gauge=False)
+    else:  # exponential histograms have no text-format equivalent
+        return
+    entry = families.get(name)
+    if entry is None:
+        entry = families[name] = (kind.value, metric.description or metric.name, [])
+    lines = entry[2]
+    for point in data.data_points:
+        inner = _inner(point.attributes, scope)
+        if isinstance(point, NumberDataPoint):
+            labels = "{" + inner[:-1] + "}" if inner else ""
+            lines.append(f"{name}{labels} {format_float(point.value)}\n")
+        elif isinstance(point, HistogramDataPoint):
+            layout = _layout(name, tuple(point.explicit_bounds))
+            _histogram_lines(lines, layout, inner, list(point.bucket_counts), point.sum, point.count)
+
+
+def render(registry: Registry | None, data: MetricsData | None, *, target_info: bool = True,
+           scope_labels: bool = False) -> str:
+    """The whole exposition: catalogue families first, then what the SDK collected."""
+    out: list[str] = []
+    if registry is not None:
+        render_registry(registry, out)
+    render_otel(data, out, target_info=target_info, scope_labels=scope_labels)
+    return "".join(out)

@@ -1,0 +1,1 @@
+"""Instrumentation glue: runtime metrics here; httpx, SQLAlchemy and ASGI behind their extras."""

@@ -1,0 +1,83 @@
+"""The catalogue registry in OpenTelemetry's data model.
+
+``to_metrics_data`` gives the registry's current state as the ``MetricsData`` an SDK reader would see for
+the same measurements (cumulative temporality), so the catalogue can be pushed over OTLP beside the SDK's own
+metrics (``OtlpCatalogueReader``), and tests can compare both paths point for point.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from telemetry.registry import CounterFamily, GaugeFamily, HistogramFamily, Registry
+
+SCOPE = InstrumentationScope("telemetry.catalogue", "1")
+_CUMULATIVE = AggregationTemporality.CUMULATIVE
+
+
+def to_scope_metrics(registry: Registry, start_time_unix_nano: int) -> ScopeMetrics:
+    """The registry as one scope of OpenTelemetry metrics (families with no series are left out)."""
+    now = time.time_ns()
+    metrics: list[Metric] = []
+    registry.observe_gauges()
+    for family in registry.families():
+        spec = family.spec
+        points: list[Any] = []
+        for child in family.series():
+            attrs: dict[str, Any] = ({"otel.metric.overflow": True} if child.overflow
+                                     else dict(zip(spec.labels, child.labels, strict=True)))
+            if isinstance(family, HistogramFamily):
+                counts, total, count = child.snapshot()
+                points.append(HistogramDataPoint(attrs, start_time_unix_nano, now, count, total, tuple(counts),
+                                                 spec.buckets, None, None))
+            else:
+                points.append(NumberDataPoint(attrs, start_time_unix_nano if isinstance(family, CounterFamily)
+                                              else None, now, child.value))
+        if not points:
+            continue
+        if isinstance(family, HistogramFamily):
+            data: Any = Histogram(points, _CUMULATIVE)
+        elif isinstance(family, GaugeFamily):
+            data = Gauge(points)
+        else:
+            data = Sum(points, _CUMULATIVE, True)
+        metrics.append(Metric(spec.name, spec.help, spec.unit, data))
+    return ScopeMetrics(SCOPE, metrics, "")
+
+
+def to_metrics_data(registry: Registry, resource: Resource, start_time_unix_nano: int) -> MetricsData:
+    return MetricsData([ResourceMetrics(resource, [to_scope_metrics(registry, start_time_unix_nano)], "")])
+
+
+class OtlpCatalogueReader(PeriodicExportingMetricReader):
+    """A periodic OTLP reader whose exports also carry the catalogue registry."""
+
+    def __init__(self, exporter: Any, registry: Registry, **kwargs: Any) -> None:
+        super().__init__(exporter, **kwargs)
+        self._registry = registry
+        self._start = time.time_ns()
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        if metrics_data is not None and metrics_data.resource_metrics:
+            first = metrics_data.resource_metrics[0]
+            scope = to_scope_metrics(self._registry, self._start)
+            metrics_data = MetricsData([ResourceMetrics(first.resource, [*first.scope_metrics, scope],
+                                                        first.schema_url), *metrics_data.resource_metrics[1:]])
+        super()._receive_metrics(metrics_data, timeout_millis, **kwargs)

@@ -1,0 +1,44 @@
+"""Binary cache: hit/miss events and upload/download counts with their bytes."""
+
+from __future__ import annotations
+
+from telemetry.catalogue import CACHE_EVENT_TYPES
+from telemetry.registry import CounterChild, Registry
+
+
+class Cache:
+    """Record binary cache events, uploads and downloads."""
+
+    def __init__(self, registry: Registry) -> None:
+        events = registry.counter("tuist_cache_events_total")
+        self._events: dict[str, CounterChild] = {t: events.labels(t) for t in sorted(CACHE_EVENT_TYPES)}
+        self._uploads = registry.counter("tuist_cache_uploads_total").labels()
+        self._uploaded = registry.counter("tuist_cache_uploaded_bytes").labels()
+        self._downloads = registry.counter("tuist_cache_downloads_total").labels()
+        self._downloaded = registry.counter("tuist_cache_downloaded_bytes").labels()
+
+    def event(self, event_type: str) -> None:
+        """``event_type``: local_hit, remote_hit or miss."""
+        child = self._events.get(event_type)
+        if child is None:
+            raise ValueError(f"tuist_cache_events_total: event_type={event_type!r} is not one of "
+                             f"{sorted(CACHE_EVENT_TYPES)}")
+        child.inc()
+
+    def uploaded(self, size_bytes: int) -> None:
+        """One upload of ``size_bytes`` to the binary cache."""
+        _check_bytes("tuist_cache_uploaded_bytes", size_bytes)
+        self._uploads.inc()
+        self._uploaded.inc(size_bytes)
+
+    def downloaded(self, size_bytes: int) -> None:
+        """One download of ``size_bytes`` from the binary cache."""
+        _check_bytes("tuist_cache_downloaded_bytes", size_bytes)
+        self._downloads.inc()
+        self._downloaded.inc(size_bytes)
+
+
+def _check_bytes(metric: str, size_bytes: int) -> None:
+    """Checked before anything is recorded, so a bad call leaves every counter as it was."""
+    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 0:
+        raise ValueError(f"{metric}: byte counts must be whole numbers >= 0, got {size_bytes!r}")

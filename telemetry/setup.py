@@ -1,0 +1,155 @@
+"""``setup()`` and ``shutdown()``: the MeterProvider, its resource and views, our Prometheus reader and the
+``/metrics`` endpoint, runtime metrics and, when configured, OTLP metric push. Idempotent."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION, Resource
+
+from telemetry.config import Settings
+from telemetry.exposition.reader import PrometheusReader
+from telemetry.exposition.server import MetricsServer
+from telemetry.recorders import Recorders
+from telemetry.registry import Registry, default_registry
+
+_log = logging.getLogger(__name__)
+
+# Bucket boundaries for the instrumentation libraries' own histograms (their names are theirs).
+_VIEWS = (
+    View(instrument_name="http.client.duration", aggregation=ExplicitBucketHistogramAggregation(
+        (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000))),
+    View(instrument_name="http.server.duration", aggregation=ExplicitBucketHistogramAggregation(
+        (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000))),
+)
+
+
+@dataclass
+class Telemetry:
+    """What ``setup()`` started. ``meter_provider`` is None when OTEL_SDK_DISABLED is set."""
+
+    settings: Settings
+    registry: Registry
+    recorders: Recorders
+    meter_provider: MeterProvider | None = None
+    reader: PrometheusReader | None = None
+    server: MetricsServer | None = None
+    _closers: list[Any] = field(default_factory=list)
+
+    @property
+    def metrics_url(self) -> str | None:
+        return self.server.url if self.server else None
+
+    def scrape(self) -> str:
+        """The exposition as the endpoint would serve it (empty when disabled)."""
+        return self.reader.scrape() if self.reader else ""
+
+    def shutdown(self) -> None:
+        if self.server:
+            self.server.stop()
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:
+                _log.exception("telemetry shutdown step failed")
+        if self.meter_provider:
+            self.meter_provider.shutdown()
+
+
+_current: Telemetry | None = None
+_lock = threading.Lock()
+
+
+def setup(settings: Settings | None = None, *, registry: Registry | None = None, serve: bool = True,
+          **overrides: Any) -> Telemetry:
+    """Start telemetry once per process; later calls return the running instance.
+
+    ``overrides`` are ``Settings`` fields (``metrics_port=0``, ``service_name="api"``, ...) and win over
+    environment variables. ``serve=False`` skips the HTTP endpoint (``Telemetry.scrape()`` still renders).
+    Raises ``SettingsError`` for a bad setting and ``ExpositionError`` when the port is taken.
+    """
+    global _current
+    with _lock:
+        if _current is not None:
+            if settings is not None or overrides:
+                _log.info("telemetry is already set up; setup() arguments ignored (call shutdown() first)")
+            return _current
+        settings = settings.replace(**overrides) if settings else Settings.from_env(**overrides)
+        registry = registry or default_registry()
+        registry.set_limits(settings.cardinality_limit, settings.cardinality_limits)
+        recorders = Recorders(registry, gauge_refresh_seconds=settings.gauge_refresh_seconds)
+        if settings.sdk_disabled:
+            _log.info("OTEL_SDK_DISABLED is set: no metrics endpoint, nothing exported")
+            _current = Telemetry(settings, registry, recorders)
+            return _current
+        _current = _start(settings, registry, recorders, serve)
+        return _current
+
+
+def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: bool) -> Telemetry:
+    resource = _resource(settings)
+    reader = PrometheusReader(registry, target_info=settings.target_info, scope_labels=settings.scope_labels)
+    readers: list[Any] = [reader]
+    otlp = _otlp_reader(registry)
+    if otlp is not None:
+        readers.append(otlp)
+    provider = MeterProvider(resource=resource, metric_readers=readers, views=_VIEWS)
+    telemetry = Telemetry(settings, registry, recorders, provider, reader)
+    try:
+        if settings.runtime_metrics:
+            from telemetry.instrumentation.runtime import RuntimeMetrics
+
+            RuntimeMetrics(provider.get_meter("telemetry.runtime"),
+                           service_name=str(resource.attributes.get(SERVICE_NAME, "")),
+                           service_version=settings.service_version, git_sha=settings.git_sha)
+        if serve:
+            telemetry.server = MetricsServer(reader.scrape, host=settings.metrics_host,
+                                             port=settings.metrics_port, path=settings.metrics_path,
+                                             bearer_token=settings.metrics_bearer_token,
+                                             basic_auth=settings.metrics_basic_auth)
+    except BaseException:
+        provider.shutdown()
+        raise
+    return telemetry
+
+
+def _resource(settings: Settings) -> Resource:
+    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME itself; pass only what an
+    # argument set, so argument > environment > default holds.
+    attributes: dict[str, str] = {SERVICE_INSTANCE_ID: f"{os.uname().nodename}:{os.getpid()}"}
+    if settings.service_name:
+        attributes[SERVICE_NAME] = settings.service_name
+    if settings.service_version:
+        attributes[SERVICE_VERSION] = settings.service_version
+    return Resource.create(attributes)
+
+
+def _otlp_reader(registry: Registry) -> Any:
+    """An OTLP/HTTP push reader when OTEL_METRICS_EXPORTER names otlp (needs the ``otlp`` extra)."""
+    if "otlp" not in os.environ.get("OTEL_METRICS_EXPORTER", "").split(","):
+        return None
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    from telemetry.otel import OtlpCatalogueReader
+
+    return OtlpCatalogueReader(OTLPMetricExporter(), registry)
+
+
+def current() -> Telemetry | None:
+    """The running instance, if ``setup()`` was called."""
+    return _current
+
+
+def shutdown() -> None:
+    """Stop the endpoint and the provider; ``setup()`` may be called again afterwards."""
+    global _current
+    with _lock:
+        if _current is not None:
+            _current.shutdown()
+            _current = None

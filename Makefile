@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run simulate test lint bench clean
+.PHONY: setup run simulate test lint bench readme clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,12 @@ simulate: setup
 	$(PY) -m telemetry simulate
 
 lint: setup
-	$(PY) -m ruff check telemetry tests bench
+	$(PY) -m ruff check telemetry tests bench scripts
 	$(PY) -m mypy
+	$(PY) scripts/update_readme.py --check
+
+readme: setup
+	$(PY) scripts/update_readme.py
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

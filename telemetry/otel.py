@@ -46,10 +46,11 @@ def to_scope_metrics(registry: Registry, start_time_unix_nano: int) -> ScopeMetr
             if isinstance(family, HistogramFamily):
                 counts, total, count = child.snapshot()
                 points.append(HistogramDataPoint(attrs, start_time_unix_nano, now, count, total, tuple(counts),
-                                                 spec.buckets, None, None))
-            else:
-                points.append(NumberDataPoint(attrs, start_time_unix_nano if isinstance(family, CounterFamily)
-                                              else None, now, child.value))
+                                                 spec.buckets, child.min, child.max))
+            elif isinstance(family, CounterFamily):
+                points.append(NumberDataPoint(attrs, start_time_unix_nano, now, child.value))
+            else:  # gauges carry no start time, as the SDK's last-value aggregation does
+                points.append(NumberDataPoint(attrs, None, now, child.value))  # type: ignore[arg-type]
         if not points:
             continue
         if isinstance(family, HistogramFamily):

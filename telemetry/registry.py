@@ -117,7 +117,7 @@ class GaugeChild(_Child):
 class HistogramChild(_Child):
     """Explicit-bucket histogram: per-bucket counts, sum and count."""
 
-    __slots__ = ("_bounds", "_metric", "count", "counts", "sum")
+    __slots__ = ("_bounds", "_metric", "count", "counts", "max", "min", "sum")
 
     def __init__(self, labels: tuple[str, ...], inner: str, metric: str, bounds: tuple[float, ...]) -> None:
         super().__init__(labels, inner)
@@ -126,6 +126,8 @@ class HistogramChild(_Child):
         self.counts = [0] * (len(bounds) + 1)
         self.sum: int | float = 0
         self.count = 0
+        self.min: int | float = _INF  # min and max as OpenTelemetry's histogram aggregation keeps them
+        self.max: int | float = -_INF
 
     def observe(self, value: int | float) -> None:
         """Record ``value`` (finite, >= 0: every catalogue histogram measures a duration or a size)."""
@@ -136,6 +138,10 @@ class HistogramChild(_Child):
             self.counts[i] += 1
             self.sum += value
             self.count += 1
+            if value < self.min:
+                self.min = value
+            if value > self.max:
+                self.max = value
 
     def snapshot(self) -> tuple[list[int], int | float, int]:
         with self._lock:
@@ -370,18 +376,21 @@ class Registry:
         return name in self._families
 
     def counter(self, name: str) -> CounterFamily:
-        return self._typed(name, CounterFamily)
+        family = self[name]
+        if not isinstance(family, CounterFamily):
+            raise TypeError(f"{name} is a {family.spec.kind.value}, not a counter")
+        return family
 
     def histogram(self, name: str) -> HistogramFamily:
-        return self._typed(name, HistogramFamily)
+        family = self[name]
+        if not isinstance(family, HistogramFamily):
+            raise TypeError(f"{name} is a {family.spec.kind.value}, not a histogram")
+        return family
 
     def gauge(self, name: str) -> GaugeFamily:
-        return self._typed(name, GaugeFamily)
-
-    def _typed(self, name: str, kind: type[Family[Any]]) -> Any:
         family = self[name]
-        if not isinstance(family, kind):
-            raise TypeError(f"{name} is a {family.spec.kind.value}, not a {kind.__name__}")
+        if not isinstance(family, GaugeFamily):
+            raise TypeError(f"{name} is a {family.spec.kind.value}, not a gauge")
         return family
 
     def families(self) -> tuple[Family[Any], ...]:

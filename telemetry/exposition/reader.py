@@ -22,7 +22,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReade
 from telemetry.exposition.render import render
 from telemetry.registry import Registry
 
-_CUMULATIVE = {
+_CUMULATIVE: dict[type, AggregationTemporality] = {
     kind: AggregationTemporality.CUMULATIVE
     for kind in (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
 }
@@ -38,11 +38,6 @@ class PrometheusReader(MetricReader):
         self._scope_labels = scope_labels
         self._data: MetricsData | None = None
         self._scrape_lock = threading.Lock()
-        self._registered = False
-
-    def _set_collect_callback(self, func: Any) -> None:
-        super()._set_collect_callback(func)
-        self._registered = True
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         self._data = metrics_data
@@ -51,7 +46,7 @@ class PrometheusReader(MetricReader):
         """Collect and render one exposition. Concurrent scrapes are serialised."""
         with self._scrape_lock:
             self._data = None
-            if self._registered:
+            if getattr(self, "_collect", None) is not None:  # registered on a MeterProvider
                 self.collect()
             if self._registry is not None:
                 self._registry.observe_gauges()

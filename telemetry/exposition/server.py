@@ -46,7 +46,8 @@ class MetricsServer:
                 f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}. Choose another port with "
                 f"{ENV['metrics_port']} (or setup(metrics_port=...)), or another address with "
                 f"{ENV['metrics_host']}.") from exc
-        self.host, self.port = self._httpd.server_address[:2]  # type: ignore[misc]
+        address = self._httpd.server_address
+        self.host, self.port = str(address[0]), int(address[1])  # port 0 becomes the one the OS picked
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="telemetry-metrics",
                                         daemon=True)
         self._thread.start()

@@ -206,7 +206,10 @@ class Family(Generic[C]):
         self.limit = limit
         self._overflow_report = overflow_report
         self._lock = threading.Lock()
-        self._by_key: dict[tuple[Any, ...], C] = {}  # every spelling seen -> series
+        self._by_key: dict[tuple[Any, ...], C] = {}  # every all-str spelling seen -> series
+        # Spellings holding non-str values, keyed with their types: True == 1 and hash(True) == hash(1), so
+        # labels(True) ("true") and labels(1) ("1") must not share a cache slot.
+        self._by_typed_key: dict[tuple[tuple[Any, ...], tuple[type, ...]], C] = {}
         self._series: dict[tuple[str, ...], C] = {}  # canonical label values -> series
         self._overflow: C | None = None
         self._callbacks: list[GaugeCallback] = []
@@ -235,6 +238,11 @@ class Family(Generic[C]):
 
     def _resolve(self, key: tuple[Any, ...]) -> C:
         spec = self.spec
+        typed = None if all(type(v) is str for v in key) else (key, tuple(type(v) for v in key))
+        if typed is not None:
+            cached = self._by_typed_key.get(typed)
+            if cached is not None:
+                return cached
         if len(key) != len(spec.labels):
             raise ValueError(f"{self.name}: expected {len(spec.labels)} label values for {list(spec.labels)}, "
                              f"got {len(key)}")
@@ -252,8 +260,11 @@ class Family(Generic[C]):
                     return self._overflow_child()
                 child = self._new(values, label_inner(spec.labels, values))
                 self._series[values] = child
-            if len(self._by_key) < 4 * self.limit:  # spellings of the same label set stay bounded too
-                self._by_key[key] = child
+            if len(self._by_key) + len(self._by_typed_key) < 4 * self.limit:  # spellings stay bounded too
+                if typed is None:
+                    self._by_key[key] = child
+                else:
+                    self._by_typed_key[typed] = child
             return child
 
     def _overflow_child(self) -> C:
@@ -280,6 +291,7 @@ class Family(Generic[C]):
         """Forget every series (tests, and series whose subject is gone)."""
         with self._lock:
             self._by_key.clear()
+            self._by_typed_key.clear()
             self._series.clear()
             self._overflow = None
         if not self.spec.labels and self.spec.kind is Kind.COUNTER:

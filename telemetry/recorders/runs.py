@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from telemetry.registry import CounterChild, HistogramChild, Registry
 
+_INF = float("inf")
+
 
 class Runs:
     """Record finished ``tuist`` CLI runs."""
@@ -15,13 +17,16 @@ class Runs:
 
     def record(self, name: str, *, is_ci: bool, status: int, duration_ms: float) -> None:
         """One run of ``tuist <name>``: ``status`` is 0 on success and 1 on failure, as the doc says."""
-        key = (name, is_ci, status)
-        pair = self._bound.get(key)
-        if pair is None:
-            pair = self._bind(key)
-        if not 0 <= duration_ms < float("inf"):
+        # Checked before any series is created, so a bad call leaves no trace on /metrics.
+        if not 0 <= duration_ms < _INF:
             raise ValueError(f"tuist_runs_duration_milliseconds: duration_ms must be finite and >= 0, "
                              f"got {duration_ms!r}")
+        key = (name, is_ci, status)
+        pair = self._bound.get(key)
+        # True == 1 and hashes alike: without the type checks, is_ci=1 or status=True would hit a cached
+        # (True, 1) entry and be accepted only after a valid call had been made.
+        if pair is None or is_ci.__class__ is not bool or status.__class__ is not int:
+            pair = self._bind(key)
         pair[0].inc()
         pair[1].observe(duration_ms)
 

@@ -1,0 +1,117 @@
+"""Settings: argument > environment variable > default, and bad values fail at startup naming the variable."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from telemetry.config import ENV, FIELDS, Settings, SettingsError, markdown_table
+
+
+def test_defaults_without_environment() -> None:
+    s = Settings.from_env({})
+    assert s == Settings()
+    assert (s.metrics_host, s.metrics_port, s.metrics_path) == ("0.0.0.0", 9091, "/metrics")
+    assert s.cardinality_limit == 2000 and s.target_info and not s.scope_labels and s.runtime_metrics
+    assert not s.sdk_disabled
+
+
+def test_every_field_has_one_env_var_and_a_settings_attribute() -> None:
+    attrs = {f.attr for f in FIELDS}
+    envs = [f.env for f in FIELDS]
+    assert len(envs) == len(set(envs)) == len(FIELDS)
+    assert attrs == {f.name for f in dataclasses.fields(Settings)}
+    assert dict(ENV) == {f.attr: f.env for f in FIELDS}
+    for f in FIELDS:
+        assert f.env.startswith(("TUIST_", "OTEL_")), f.env
+        assert f.help.endswith((".", ")")), f.env
+
+
+def test_environment_values_are_parsed() -> None:
+    env = {ENV["metrics_port"]: "9200", ENV["metrics_host"]: "127.0.0.1", ENV["metrics_path"]: "/prom",
+           ENV["target_info"]: "false", ENV["scope_labels"]: "YES", ENV["cardinality_limit"]: "50",
+           ENV["cardinality_limits"]: "tuist_runs_total=10, tuist_http_request_count=7",
+           ENV["gauge_refresh_seconds"]: "2.5", ENV["sdk_disabled"]: "1", ENV["service_name"]: "api"}
+    s = Settings.from_env(env)
+    assert s.metrics_port == 9200 and s.metrics_host == "127.0.0.1" and s.metrics_path == "/prom"
+    assert s.target_info is False and s.scope_labels is True and s.sdk_disabled is True
+    assert s.cardinality_limit == 50
+    assert dict(s.cardinality_limits) == {"tuist_runs_total": 10, "tuist_http_request_count": 7}
+    assert s.gauge_refresh_seconds == 2.5 and s.service_name == "api"
+
+
+def test_arguments_win_over_environment() -> None:
+    env = {ENV["metrics_port"]: "9200", ENV["service_name"]: "from-env"}
+    s = Settings.from_env(env, metrics_port=0, service_name="from-arg")
+    assert s.metrics_port == 0 and s.service_name == "from-arg"
+    assert Settings.from_env(env).metrics_port == 9200
+
+
+def test_process_environment_is_read_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV["metrics_port"], "9333")
+    assert Settings.from_env().metrics_port == 9333
+
+
+@pytest.mark.parametrize(("attr", "raw", "why"), [
+    ("metrics_port", "http", "invalid literal"),
+    ("metrics_port", "70000", "port number from 0 to 65535"),
+    ("metrics_port", "-1", "port number"),
+    ("metrics_path", "metrics", "starting with /"),
+    ("metrics_basic_auth", "justuser", "user:password"),
+    ("cardinality_limit", "0", "at least 1"),
+    ("cardinality_limits", "tuist_runs_total", "expected name=N"),
+    ("cardinality_limits", "tuist_runs_total=0", "at least 1"),
+    ("cardinality_limits", "tuist_not_a_metric=3", "not in the catalogue"),
+    ("target_info", "maybe", "true or false"),
+    ("gauge_refresh_seconds", "0", "above 0"),
+    ("gauge_refresh_seconds", "soon", "could not convert"),
+])
+def test_bad_environment_values_name_the_variable(attr: str, raw: str, why: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({ENV[attr]: raw})
+    message = str(err.value)
+    assert message.startswith(f"{ENV[attr]}={raw!r} is not valid")
+    assert why in message
+
+
+def test_bad_arguments_name_the_setting_and_its_variable() -> None:
+    with pytest.raises(SettingsError, match=r"metrics_path \(env TUIST_METRICS_PATH\) = 'x' is not valid"):
+        Settings.from_env({}, metrics_path="x")
+    with pytest.raises(SettingsError, match=r"metrics_port \(env TUIST_METRICS_PORT\)"):
+        Settings.from_env({}, metrics_port=65536)
+    with pytest.raises(TypeError, match=r"unknown settings \['metrics_prot'\]"):
+        Settings.from_env({}, metrics_prot=1)
+
+
+def test_bearer_and_basic_auth_are_exclusive() -> None:
+    env = {ENV["metrics_bearer_token"]: "t", ENV["metrics_basic_auth"]: "u:p"}
+    with pytest.raises(SettingsError, match="TUIST_METRICS_BEARER_TOKEN or TUIST_METRICS_BASIC_AUTH"):
+        Settings.from_env(env)
+
+
+def test_secrets_are_not_in_repr() -> None:
+    s = Settings.from_env({ENV["metrics_bearer_token"]: "s3cret-token"})
+    assert "s3cret-token" not in repr(s)
+    assert s.metrics_bearer_token == "s3cret-token"
+
+
+def test_replace_validates_and_keeps_the_original() -> None:
+    s = Settings()
+    t = s.replace(metrics_port=1234)
+    assert (s.metrics_port, t.metrics_port) == (9091, 1234)
+    with pytest.raises(SettingsError):
+        s.replace(metrics_path="nope")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.metrics_port = 1  # type: ignore[misc]
+
+
+def test_markdown_table_lists_every_variable_with_its_default() -> None:
+    table = markdown_table()
+    lines = table.splitlines()
+    assert lines[0] == "| Variable | Default | Meaning |"
+    assert len(lines) == 2 + len(FIELDS)
+    for f in FIELDS:
+        assert sum(line.startswith(f"| `{f.env}` |") for line in lines) == 1
+    assert "| `TUIST_METRICS_PORT` | `9091` |" in table
+    assert "| `TUIST_METRICS_TARGET_INFO` | `true` |" in table

@@ -1,0 +1,475 @@
+"""Builds the Grafana dashboards in this folder from a compact description, with metric names from the catalogue.
+
+Run ``python collector/dashboards/generate.py`` after changing a panel: it rewrites ``*.json`` here and
+``collector/typecheck/dashboards.gen.ts`` (the same dashboards as TypeScript object literals, type-checked against
+``@grafana/schema`` by ``tsc --noEmit``). ``--check`` exits 1 when a committed file differs from what this
+script would write; the tests run it.
+
+Every metric name comes from ``telemetry.catalogue`` (``spec(name)`` raises on an unknown name), so a renamed
+metric breaks generation instead of silently emptying a panel. Every query filters on the ``$job`` and
+``$instance`` template variables; rates use ``$__rate_interval`` so a 15 s scrape interval never yields empty
+panels; quantiles come from ``histogram_quantile`` over ``sum by (le, ...) (rate(..._bucket))`` — never over a raw
+histogram.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+TS_OUT = HERE.parent / "typecheck" / "dashboards.gen.ts"
+
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from telemetry.catalogue import STORAGE_OPERATIONS, Kind, MetricSpec, spec  # noqa: E402
+
+SCHEMA_VERSION = 42  # the dashboard schema version of @grafana/schema 13.2 (Grafana 13)
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+SELECTOR = 'job=~"$job", instance=~"$instance"'
+RATE = "$__rate_interval"
+
+
+# --- names and selectors --------------------------------------------------------------------------------------
+
+
+def family(name: str, kind: Kind | None = None) -> MetricSpec:
+    s = spec(name)
+    if kind is not None and s.kind is not kind:
+        raise ValueError(f"{name} is a {s.kind.value}, not a {kind.value}")
+    return s
+
+
+def sel(name: str, matchers: str = "") -> str:
+    """``name{job=~"$job", instance=~"$instance", <matchers>}`` for a counter or gauge of the catalogue."""
+    s = family(name)
+    if s.kind is Kind.HISTOGRAM:
+        raise ValueError(f"{name} is a histogram: use bucket(), hsum() or hcount()")
+    return f"{s.name}{{{SELECTOR}{', ' + matchers if matchers else ''}}}"
+
+
+def _hsample(name: str, suffix: str, matchers: str) -> str:
+    s = family(name, Kind.HISTOGRAM)
+    sample = f"{s.name}{suffix}"
+    assert sample in s.sample_names
+    return f"{sample}{{{SELECTOR}{', ' + matchers if matchers else ''}}}"
+
+
+def rate(name: str, matchers: str = "") -> str:
+    return f"rate({sel(name, matchers)}[{RATE}])"
+
+
+def quantile(q: float, name: str, by: str = "", matchers: str = "") -> str:
+    """``histogram_quantile`` over the summed bucket rates: the correct way to get a percentile."""
+    labels = ", ".join(["le", *filter(None, (b.strip() for b in by.split(",")))])
+    return (f"histogram_quantile({q}, sum by ({labels}) "
+            f"(rate({_hsample(name, '_bucket', matchers)}[{RATE}])))")
+
+
+def mean(name: str, by: str = "", matchers: str = "") -> str:
+    group = f" by ({by})" if by else ""
+    return (f"sum{group} (rate({_hsample(name, '_sum', matchers)}[{RATE}])) / "
+            f"sum{group} (rate({_hsample(name, '_count', matchers)}[{RATE}]))")
+
+
+def hrate(name: str, by: str = "", matchers: str = "") -> str:
+    """Observations per second of a histogram (its ``_count``)."""
+    group = f" by ({by})" if by else ""
+    return f"sum{group} (rate({_hsample(name, '_count', matchers)}[{RATE}]))"
+
+
+def srate(name: str, by: str = "", matchers: str = "") -> str:
+    group = f" by ({by})" if by else ""
+    return f"sum{group} ({rate(name, matchers)})"
+
+
+def labelled(expr: str, label: str, value: str) -> str:
+    """``expr`` with a constant label added, so several such series can be combined with ``or`` or ``max``."""
+    return f'label_replace({expr}, "{label}", "{value}", "", "")'
+
+
+def ratio(name: str, part: str, by: str = "") -> str:
+    """Share of ``name``'s rate whose labels match ``part`` (a ratio, not a rate)."""
+    return f"{srate(name, by, part)} / {srate(name, by)}"
+
+
+# --- panels -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    expr: str
+    legend: str = "__auto"
+
+
+@dataclass
+class P:
+    """One panel: ``timeseries`` (default) or ``stat``; ``width`` in grid columns (24 per row)."""
+
+    title: str
+    targets: list[Target]
+    unit: str = "short"
+    kind: str = "timeseries"
+    description: str = ""
+    width: int = 12
+    stack: bool = False
+    decimals: int | None = None
+    thresholds: list[tuple[float | None, str]] = field(default_factory=lambda: [(None, "green")])
+    min: float | None = None
+
+
+def t(expr: str, legend: str = "__auto") -> Target:
+    return Target(expr, legend)
+
+
+def _field_defaults(p: P) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "unit": p.unit,
+        "color": {"mode": "palette-classic" if p.kind == "timeseries" else "thresholds"},
+        "thresholds": {"mode": "absolute",
+                       "steps": [{"color": c, "value": v} for v, c in p.thresholds]},
+        "mappings": [],
+    }
+    if p.decimals is not None:
+        defaults["decimals"] = p.decimals
+    if p.min is not None:
+        defaults["min"] = p.min
+    if p.kind == "timeseries":
+        defaults["custom"] = {
+            "drawStyle": "line", "lineInterpolation": "linear", "lineWidth": 1, "fillOpacity": 10,
+            "gradientMode": "none", "showPoints": "never", "pointSize": 4, "spanNulls": False,
+            "axisPlacement": "auto", "axisLabel": "", "axisCenteredZero": False, "axisSoftMin": 0,
+            "scaleDistribution": {"type": "linear"},
+            "stacking": {"mode": "normal" if p.stack else "none", "group": "A"},
+            "hideFrom": {"legend": False, "tooltip": False, "viz": False},
+            "thresholdsStyle": {"mode": "off"},
+        }
+    return defaults
+
+
+def _options(p: P) -> dict[str, Any]:
+    if p.kind == "stat":
+        return {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "orientation": "auto", "textMode": "auto", "colorMode": "value", "graphMode": "area",
+                "justifyMode": "auto", "wideLayout": True, "showPercentChange": False,
+                "percentChangeColorMode": "standard"}
+    return {"legend": {"showLegend": True, "displayMode": "list", "placement": "bottom", "calcs": []},
+            "tooltip": {"mode": "multi", "sort": "desc"}}
+
+
+def _panel(p: P, pid: int, x: int, y: int, height: int) -> dict[str, Any]:
+    if p.kind not in ("timeseries", "stat"):
+        raise ValueError(f"{p.title}: only timeseries and stat panels (graph is deprecated)")
+    refs = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    panel: dict[str, Any] = {
+        "id": pid,
+        "type": p.kind,
+        "title": p.title,
+        "description": p.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": height, "w": p.width, "x": x, "y": y},
+        "targets": [{"refId": refs[i], "datasource": DATASOURCE, "editorMode": "code", "expr": tg.expr,
+                     "legendFormat": tg.legend, "range": True, "instant": False}
+                    for i, tg in enumerate(p.targets)],
+        "fieldConfig": {"defaults": _field_defaults(p), "overrides": []},
+        "options": _options(p),
+    }
+    return panel
+
+
+def _layout(panels: list[P]) -> list[dict[str, Any]]:
+    out, x, y, row_height = [], 0, 0, 0
+    for i, p in enumerate(panels, start=1):
+        height = 4 if p.kind == "stat" else 8
+        if x + p.width > 24:
+            x, y, row_height = 0, y + row_height, 0
+        out.append(_panel(p, i, x, y, height))
+        x += p.width
+        row_height = max(row_height, height)
+    return out
+
+
+def _variables() -> list[dict[str, Any]]:
+    """Data source, then job and instance (from Prometheus's own ``up`` series, which every target has)."""
+    def query_var(name: str, label: str, query: str) -> dict[str, Any]:
+        return {"type": "query", "name": name, "label": label, "datasource": DATASOURCE, "query": query,
+                "refresh": 2, "sort": 1, "multi": True, "includeAll": True, "allValue": ".*",
+                "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "options": [], "hide": 0}
+
+    return [
+        {"type": "datasource", "name": "datasource", "label": "Data source", "query": "prometheus",
+         "options": [], "hide": 0, "refresh": 1, "regex": ""},
+        query_var("job", "Job", "label_values(up, job)"),
+        query_var("instance", "Instance", 'label_values(up{job=~"$job"}, instance)'),
+    ]
+
+
+def dashboard(uid: str, title: str, description: str, panels: list[P], tags: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["tuist", "telemetry", *tags],
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "timepicker": {},
+        "timezone": "browser",
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "links": [{"title": "Tuist telemetry", "type": "dashboards", "tags": ["tuist"], "asDropdown": True,
+                   "includeVars": True, "keepTime": True, "icon": "external link", "targetBlank": False,
+                   "tooltip": "", "url": ""}],
+        "annotations": {"list": [{"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                                  "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+                                  "name": "Annotations & Alerts", "type": "dashboard"}]},
+        "templating": {"list": _variables()},
+        "panels": _layout(panels),
+    }
+
+
+# --- the dashboards ---------------------------------------------------------------------------------------------
+
+
+def runs() -> dict[str, Any]:
+    R = "tuist_runs_total"
+    D = "tuist_runs_duration_milliseconds"
+    failed = 'status="1"'
+    return dashboard("tuist-runs", "Tuist · Runs, previews & accounts",
+                     "CLI runs by command, CI share, failures and durations; previews; project and account "
+                     "totals; token refresh errors.", [
+        P("Runs per minute", [t(f"{srate(R)} * 60", "runs/min")], "short", "stat", width=6),
+        P("Failed runs", [t(ratio(R, failed), "failed")], "percentunit", "stat", width=6,
+          thresholds=[(None, "green"), (0.05, "orange"), (0.2, "red")]),
+        P("Projects", [t(f"max({sel('tuist_projects_total')})", "projects")], "short", "stat", width=4),
+        P("Organizations", [t(f"max({sel('tuist_accounts_organizations_total')})", "organizations")], "short",
+          "stat", width=4),
+        P("Users", [t(f"max({sel('tuist_accounts_users_total')})", "users")], "short", "stat", width=4),
+        P("Runs by command", [t(srate(R, "name"), "{{name}}")], "ops", stack=True),
+        P("Runs: CI vs local", [t(srate(R, "is_ci"), "is_ci={{is_ci}}")], "ops", stack=True),
+        P("Failure ratio by command", [t(ratio(R, failed, "name"), "{{name}}")], "percentunit", min=0),
+        P("Run duration p50 / p95", [t(quantile(0.5, D), "p50"), t(quantile(0.95, D), "p95")], "ms"),
+        P("Run duration p95 by command", [t(quantile(0.95, D, "name"), "{{name}}")], "ms"),
+        P("Mean run duration by command", [t(mean(D, "name"), "{{name}}")], "ms"),
+        P("Previews", [t(srate("tuist_previews_uploads_total"), "uploads"),
+                       t(srate("tuist_previews_downloads_total"), "downloads")], "ops"),
+        P("Token refresh errors by reason",
+          [t(srate("tuist_authentication_token_refresh_error_total", "reason"), "{{reason}}")], "ops",
+          stack=True),
+    ], ("runs",))
+
+
+def cache() -> dict[str, Any]:
+    E = "tuist_cache_events_total"
+    hits = 'event_type=~"local_hit|remote_hit"'
+    return dashboard("tuist-cache", "Tuist · Binary cache", "Binary cache hit ratio, events, uploads and downloads.", [
+        P("Hit ratio", [t(ratio(E, hits), "hit ratio")], "percentunit", "stat", width=6,
+          thresholds=[(None, "red"), (0.5, "orange"), (0.8, "green")]),
+        P("Events per second", [t(srate(E), "events/s")], "ops", "stat", width=6),
+        P("Upload throughput", [t(srate("tuist_cache_uploaded_bytes"), "uploaded")], "Bps", "stat", width=6),
+        P("Download throughput", [t(srate("tuist_cache_downloaded_bytes"), "downloaded")], "Bps", "stat",
+          width=6),
+        P("Hit ratio over time", [t(ratio(E, hits), "hit ratio"),
+                                  t(ratio(E, 'event_type="remote_hit"'), "remote share")], "percentunit", min=0),
+        P("Events by type", [t(srate(E, "event_type"), "{{event_type}}")], "ops", stack=True),
+        P("Uploads and downloads", [t(srate("tuist_cache_uploads_total"), "uploads"),
+                                    t(srate("tuist_cache_downloads_total"), "downloads")], "ops"),
+        P("Bytes transferred", [t(srate("tuist_cache_uploaded_bytes"), "uploaded"),
+                                t(srate("tuist_cache_downloaded_bytes"), "downloaded")], "Bps"),
+        P("Mean artifact size", [
+            t(f"{srate('tuist_cache_uploaded_bytes')} / {srate('tuist_cache_uploads_total')}", "upload"),
+            t(f"{srate('tuist_cache_downloaded_bytes')} / {srate('tuist_cache_downloads_total')}", "download")],
+          "bytes", width=24),
+    ], ("cache",))
+
+
+def _storage_names(op: str) -> tuple[str, str]:
+    """The duration histogram and the count of ``op``, found in the catalogue (the doc spells some oddly)."""
+    from telemetry.catalogue import CATALOGUE
+
+    prefix = f"tuist_storage_{op}_"
+    histograms = [s.name for s in CATALOGUE if s.name.startswith(prefix) and s.kind is Kind.HISTOGRAM
+                  and "duration" in s.name]
+    counters = [s.name for s in CATALOGUE if s.name.startswith(prefix) and s.kind is Kind.COUNTER]
+    if len(histograms) != 1 or len(counters) != 1:
+        raise ValueError(f"storage operation {op}: expected one duration histogram and one count")
+    return histograms[0], counters[0]
+
+
+def storage() -> dict[str, Any]:
+    ops = {op: _storage_names(op) for op in STORAGE_OPERATIONS}
+    size = "tuist_storage_get_object_size_size_bytes"
+    # A missing operation counts as 0 in the total; `or` needs distinct labels, hence the operation label.
+    total = " + ".join(f"({srate(c)} or vector(0))" for _, c in ops.values())
+    slowest = " or ".join(labelled(quantile(0.95, h), "operation", op) for op, (h, _) in ops.items())
+    return dashboard("tuist-storage", "Tuist · Remote storage",
+                     "Remote storage (S3-compatible) operations: rates, latency percentiles and object sizes.", [
+        P("Storage operations per second", [t(total, "ops/s")], "ops", "stat", width=8),
+        P("Slowest operation p95", [t(f"max({slowest})", "p95")], "ms", "stat", width=8),
+        P("Object size p50", [t(quantile(0.5, size), "p50")], "bytes", "stat", width=8),
+        P("Operations per second", [t(srate(c), op) for op, (_, c) in ops.items()], "ops", stack=True,
+          width=24),
+        P("Latency p95 by operation", [t(quantile(0.95, h), op) for op, (h, _) in ops.items()], "ms", width=24),
+        P("Latency p50 by operation", [t(quantile(0.5, h), op) for op, (h, _) in ops.items()], "ms"),
+        P("Object sizes (get_object_size)", [t(quantile(0.5, size), "p50"), t(quantile(0.95, size), "p95")],
+          "bytes"),
+    ], ("storage",))
+
+
+def http_client() -> dict[str, Any]:
+    C = "tuist_http_request_count"
+    D = "tuist_http_request_duration_nanosecond"
+    phases = ("queue", "connection", "send", "receive")
+    return dashboard("tuist-http-client", "Tuist · Outbound HTTP client",
+                     "Outbound HTTP requests (httpx/httpcore): rates, errors, latency by phase and pool state.", [
+        P("Requests per second", [t(srate(C), "req/s")], "reqps", "stat", width=6),
+        P("5xx ratio", [t(ratio(C, 'status=~"5.."'), "5xx")], "percentunit", "stat", width=6,
+          thresholds=[(None, "green"), (0.01, "orange"), (0.05, "red")]),
+        P("Pool connections in use", [t(f"sum({sel('tuist_http_queue_in_use_connections')})", "in use")],
+          "short", "stat", width=6),
+        P("Pool connections available",
+          [t(f"sum({sel('tuist_http_queue_available_connections')})", "available")], "short", "stat", width=6),
+        P("Requests by host and status", [t(srate(C, "host, status"), "{{host}} {{status}}")], "reqps",
+          stack=True),
+        P("5xx ratio by host", [t(ratio(C, 'status=~"5.."', "host"), "{{host}}")], "percentunit", min=0),
+        P("Request duration p95 by host", [t(quantile(0.95, D, "host"), "{{host}}")], "ns"),
+        P("Request duration p50 / p99", [t(quantile(0.5, D), "p50"), t(quantile(0.99, D), "p99")], "ns"),
+        P("Phase duration p95", [t(quantile(0.95, f"tuist_http_{ph}_duration_nanoseconds"), ph)
+                                 for ph in phases], "ns"),
+        P("Phase counts", [t(srate(f"tuist_http_{ph}_count"), ph) for ph in phases], "ops"),
+        P("Pool connections by host", [
+            t(f"sum by (host) ({sel('tuist_http_queue_in_use_connections')})", "{{host}} in use"),
+            t(f"sum by (host) ({sel('tuist_http_queue_available_connections')})", "{{host}} available")],
+          "short"),
+        P("Connection idle time before reuse p95",
+          [t(quantile(0.95, "tuist_http_queue_idle_time_nanoseconds", "host"), "{{host}}")], "ns"),
+    ], ("http",))
+
+
+def database() -> dict[str, Any]:
+    Q = "tuist_repo_query_duration_milliseconds"
+    return dashboard("tuist-database", "Tuist · Database pool",
+                     "Database connection pool: queue, ready and active connections, churn and statement "
+                     "latency.", [
+        P("Checkout queue", [t(f"sum({sel('tuist_repo_pool_checkout_queue_length')})", "queued")], "short",
+          "stat", width=6, thresholds=[(None, "green"), (1, "red")]),
+        P("Ready connections", [t(f"sum({sel('tuist_repo_pool_ready_conn_count')})", "ready")], "short",
+          "stat", width=6),
+        P("Active connections", [t(f"sum({sel('db_connections_active')})", "active")], "short", "stat", width=6),
+        P("Statements per second", [t(hrate(Q), "statements/s")], "ops", "stat", width=6),
+        P("Checkout queue by pool", [t(f"sum by (pool) ({sel('tuist_repo_pool_checkout_queue_length')})",
+                                       "{{pool}}")], "short"),
+        P("Connections by pool", [
+            t(f"sum by (pool) ({sel('tuist_repo_pool_ready_conn_count')})", "{{pool}} ready"),
+            t(f"sum by (pool) ({sel('db_connections_active')})", "{{pool}} active")], "short"),
+        P("Connections opened / closed", [
+            t(srate("tuist_repo_pool_db_connection_connected", "pool"), "{{pool}} connected"),
+            t(srate("tuist_repo_pool_db_connection_disconnected", "pool"), "{{pool}} disconnected")], "ops"),
+        P("Statements by kind", [t(hrate(Q, "statement"), "{{statement}}")], "ops", stack=True),
+        P("Statement latency p95 by kind", [t(quantile(0.95, Q, "statement"), "{{statement}}")], "ms"),
+        P("Statement latency p50 / p99", [t(quantile(0.5, Q), "p50"), t(quantile(0.99, Q), "p99")], "ms"),
+    ], ("database",))
+
+
+def inbound_http() -> dict[str, Any]:
+    C = "http_requests_total"
+    D = "http_request_duration_seconds"
+    errors = 'status=~"5.."'
+    return dashboard("tuist-inbound-http", "Tuist · Inbound HTTP",
+                     "Requests served by the service: rate, error ratio (5xx over all) and latency percentiles "
+                     "by route.", [
+        P("Requests per second", [t(srate(C), "req/s")], "reqps", "stat", width=8),
+        P("Error ratio (5xx / all)", [t(ratio(C, errors), "5xx")], "percentunit", "stat", width=8,
+          thresholds=[(None, "green"), (0.01, "orange"), (0.05, "red")]),
+        P("p99 latency", [t(quantile(0.99, D), "p99")], "s", "stat", width=8,
+          thresholds=[(None, "green"), (0.5, "orange"), (1, "red")]),
+        P("Requests by route", [t(srate(C, "method, route"), "{{method}} {{route}}")], "reqps", stack=True),
+        P("Requests by status", [t(srate(C, "status"), "{{status}}")], "reqps", stack=True),
+        P("Error ratio by route", [t(ratio(C, errors, "route"), "{{route}}")], "percentunit", min=0),
+        P("Latency p50 / p95 / p99", [t(quantile(0.5, D), "p50"), t(quantile(0.95, D), "p95"),
+                                      t(quantile(0.99, D), "p99")], "s"),
+        P("Latency p95 by route", [t(quantile(0.95, D, "route"), "{{route}}")], "s"),
+        P("Mean latency by route", [t(mean(D, "route"), "{{route}}")], "s"),
+    ], ("http",))
+
+
+def runtime() -> dict[str, Any]:
+    # Runtime metrics keep the standard OpenTelemetry -> Prometheus names (telemetry/instrumentation/runtime.py);
+    # they are not catalogue families, so the names below are checked against a live scrape by the tests.
+    s = SELECTOR
+    return dashboard("tuist-runtime", "Tuist · Runtime & telemetry health",
+                     "Process and CPython runtime metrics, build info, and the health of the telemetry "
+                     "itself (dropped analytics events, cardinality overflow).", [
+        P("Uptime", [t(f"max(process_uptime_seconds{{{s}}})", "uptime")], "s", "stat", width=6),
+        P("Resident memory", [t(f"sum(process_memory_usage_bytes{{{s}}})", "rss")], "bytes", "stat", width=6),
+        P("Analytics events dropped (1h)", [t(f"sum(increase({sel('tuist_analytics_events_dropped_total')}[1h]))",
+                                              "dropped")], "short", "stat", width=6,
+          thresholds=[(None, "green"), (1, "red")]),
+        P("Cardinality overflow (1h)",
+          [t(f"sum(increase({sel('tuist_telemetry_overflow_measurements_total')}[1h]))", "overflowed")],
+          "short", "stat", width=6, thresholds=[(None, "green"), (1, "orange")]),
+        P("CPU usage by mode", [t(f"sum by (instance, cpu_mode) (rate(process_cpu_time_seconds_total{{{s}}}[{RATE}]))",
+                                  "{{instance}} {{cpu_mode}}")], "percentunit", stack=True),
+        P("Resident memory by instance", [t(f"process_memory_usage_bytes{{{s}}}", "{{instance}}")], "bytes"),
+        P("Open file descriptors", [t(f"process_open_file_descriptor_count{{{s}}}", "{{instance}}")], "short"),
+        P("OS threads", [t(f"process_thread_count{{{s}}}", "{{instance}}")], "short"),
+        P("GC collections by generation",
+          [t(f"sum by (cpython_gc_generation) (rate(cpython_gc_collections_total{{{s}}}[{RATE}]))",
+             "gen {{cpython_gc_generation}}")], "ops"),
+        P("Versions", [t(f"max by (service_name, service_version, python_version) (application_info{{{s}}})",
+                         "{{service_name}} {{service_version}} (Python {{python_version}})")], "short"),
+        P("Analytics events dropped by reason",
+          [t(srate("tuist_analytics_events_dropped_total", "reason"), "{{reason}}")], "ops"),
+        P("Cardinality overflow by metric",
+          [t(srate("tuist_telemetry_overflow_measurements_total", "metric"), "{{metric}}")], "ops"),
+    ], ("runtime",))
+
+
+DASHBOARDS = {"runs": runs, "cache": cache, "storage": storage, "http-client": http_client,
+              "database": database, "inbound-http": inbound_http, "runtime": runtime}
+
+
+def render() -> dict[Path, str]:
+    """Every file this script owns, path -> content."""
+    files: dict[Path, str] = {}
+    ts = ["// Generated by collector/dashboards/generate.py from the dashboards in collector/dashboards/.",
+          "// Do not edit: `tsc --noEmit` checks each literal against @grafana/schema (see types.ts).",
+          'import type { CheckedDashboard } from "./types";', ""]
+    for name, build in DASHBOARDS.items():
+        board = build()
+        text = json.dumps(board, indent=2) + "\n"
+        files[HERE / f"{name}.json"] = text
+        ts.append(f"export const {name.replace('-', '_')}: CheckedDashboard = {text.rstrip()};\n")
+    files[TS_OUT] = "\n".join(ts)
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in render().items():
+        current = path.read_text() if path.exists() else None
+        if current != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(text)
+    if args.check and stale:
+        print("out of date (run python collector/dashboards/generate.py): "
+              + ", ".join(str(p.relative_to(ROOT)) for p in stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

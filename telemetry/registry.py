@@ -370,6 +370,8 @@ class Registry:
             limit = per_metric.get(name, default)
             if limit < 1:
                 raise ValueError(f"{name}: the label-set limit must be at least 1, got {limit}")
+            if name == OVERFLOW_METRIC:  # one series per family at most: it must never overflow itself
+                limit = max(limit, len(self._families))
             family.limit = limit
 
     def _reporter(self, name: str) -> Callable[[], CounterChild] | None:

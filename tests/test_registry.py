@@ -67,8 +67,10 @@ def test_bools_and_ints_are_different_label_values(registry: Registry) -> None:
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda f: f.labels("build", "true"), r"tuist_runs_total: expected 3 label values for \['name', 'is_ci', 'status'\], got 2"),
-    (lambda f: f.labels(name="build", is_ci="true", status="0", host="x"), r"tuist_runs_total: labels are \['name', 'is_ci', 'status'\]; unknown \['host'\]"),
+    (lambda f: f.labels("build", "true"),
+     r"tuist_runs_total: expected 3 label values for \['name', 'is_ci', 'status'\], got 2"),
+    (lambda f: f.labels(name="build", is_ci="true", status="0", host="x"),
+     r"tuist_runs_total: labels are \['name', 'is_ci', 'status'\]; unknown \['host'\]"),
     (lambda f: f.labels(name="build", is_ci="true"), r"tuist_runs_total: labels are .*; missing \['status'\]"),
     (lambda f: f.labels("build", "yes", "0"), r"tuist_runs_total: label is_ci='yes' is not one of \['false', 'true'\]"),
     (lambda f: f.labels("build", "true", 2), r"tuist_runs_total: label status='2' is not one of \['0', '1'\]"),

@@ -43,7 +43,7 @@ STATUS_VALUES = frozenset({"0", "1"})  # the doc: 0 on success, 1 on failure
 CACHE_EVENT_TYPES = frozenset({"local_hit", "remote_hit", "miss"})
 TOKEN_REFRESH_REASONS = frozenset({"invalid_token_type", "invalid_token"})
 STATEMENT_KINDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "OTHER"})
-ANALYTICS_DROP_REASONS = frozenset({"queue_full", "send_failed", "error"})
+ANALYTICS_DROP_REASONS = frozenset({"queue_full", "send_failed", "error", "shutdown"})
 
 # The eight storage operations the doc times and counts, in the doc's order.
 STORAGE_OPERATIONS: tuple[str, ...] = (

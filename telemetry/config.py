@@ -78,6 +78,22 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _section_rules(raw: str) -> str:
+    """``/prefix=section,...``: checked here, parsed by ``telemetry.analytics.sections``."""
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        prefix, sep, section = item.partition("=")
+        if not sep or not prefix.strip().startswith("/") or not section.strip():
+            raise ValueError(f"expected /prefix=section, got {item!r}")
+    return raw
+
+
+def _names(raw: str) -> str:
+    """A comma-separated list of names (kept as text; split where used)."""
+    if any(not part.strip() for part in raw.split(",")) and raw.strip():
+        raise ValueError("expected comma-separated names without empty entries")
+    return raw
+
+
 @dataclass(frozen=True)
 class Field:
     """One setting: its attribute, its environment variable, its parser and what it is for."""
@@ -117,6 +133,19 @@ FIELDS: tuple[Field, ...] = (
     Field("posthog_api_key", "TUIST_POSTHOG_API_KEY", _text,
           "PostHog project API key; analytics are on only when this and TUIST_POSTHOG_URL are both set."),
     Field("posthog_url", "TUIST_POSTHOG_URL", _text, "PostHog API endpoint URL, e.g. https://eu.i.posthog.com."),
+    Field("posthog_sections", "TUIST_POSTHOG_SECTIONS", _section_rules,
+          "Route prefix rules for the page_section property, prefix=section,...; the longest matching prefix "
+          "wins, unmatched routes are marketing."),
+    Field("posthog_deny_properties", "TUIST_POSTHOG_DENY_PROPERTIES", _names,
+          "Event and person property names never sent to PostHog, comma-separated."),
+    Field("posthog_queue_size", "TUIST_POSTHOG_QUEUE_SIZE", _positive_int,
+          "Analytics events buffered in memory; further events are dropped and counted."),
+    Field("posthog_request_timeout", "TUIST_POSTHOG_REQUEST_TIMEOUT", _positive_float,
+          "Seconds one upload to PostHog may take before it counts as failed."),
+    Field("posthog_shutdown_timeout", "TUIST_POSTHOG_SHUTDOWN_TIMEOUT", _positive_float,
+          "Most seconds shutdown waits to flush queued analytics events."),
+    Field("posthog_script_url", "TUIST_POSTHOG_SCRIPT_URL", _text,
+          "URL browsers load posthog-js from (default: TUIST_POSTHOG_URL + /static/array.js)."),
 )
 ENV: Mapping[str, str] = {f.attr: f.env for f in FIELDS}
 
@@ -143,6 +172,12 @@ class Settings:
     gauge_refresh_seconds: float = 30.0
     posthog_api_key: str = field(default="", repr=False)
     posthog_url: str = ""
+    posthog_sections: str = "/api/docs=api-docs,/docs/api=api-docs,/dashboard=dashboard"
+    posthog_deny_properties: str = ""
+    posthog_queue_size: int = 10_000
+    posthog_request_timeout: float = 3.0
+    posthog_shutdown_timeout: float = 5.0
+    posthog_script_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -8,6 +8,7 @@ Each series carries exactly its own labels: nothing is unioned or back-filled.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -156,15 +157,24 @@ def label_name(key: str) -> str:
 def _value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, list | tuple):
-        return "[" + ",".join(_value(x) if not isinstance(x, str) else f'"{x}"' for x in v) + "]"
+    if isinstance(v, list | tuple):  # sequence attributes as JSON, as the stock exporter writes them
+        return json.dumps(list(v))
     return str(v)
 
 
 def _inner(attributes: Mapping[str, Any] | None, extra: str = "") -> str:
     if not attributes:
         return extra
-    return extra + "".join(f'{label_name(k)}="{escape_label_value(_value(v))}",' for k, v in attributes.items())
+    names = [label_name(k) for k in attributes]
+    if len(set(names)) == len(names):
+        return extra + "".join(f'{n}="{escape_label_value(_value(v))}",'
+                               for n, v in zip(names, attributes.values(), strict=True))
+    # Keys that sanitise to one label name ("a.b", "a_b") would repeat a label, which fails the whole
+    # scrape: join their values with ";" in the order of the original keys (OpenTelemetry's rule).
+    merged: dict[str, list[str]] = {}
+    for key in sorted(attributes):
+        merged.setdefault(label_name(key), []).append(_value(attributes[key]))
+    return extra + "".join(f'{n}="{escape_label_value(";".join(v))}",' for n, v in merged.items())
 
 
 def render_otel(data: MetricsData | None, out: list[str], *, target_info: bool, scope_labels: bool,

@@ -71,7 +71,6 @@ def snippet(analytics: Analytics, route: str | None = None, user: User | None = 
         "disable_surveys": True,
         "disable_session_recording": True,
         "advanced_disable_flags": True,
-        "advanced_disable_decide": True,
         "disable_external_dependency_loading": True,
     }
     if analytics.deny_properties:

@@ -1,0 +1,114 @@
+"""The ASGI app: routes, the artifact store's presigned endpoints, health probes, JSON errors, and the
+middleware stack (OpenTelemetry spans, inbound HTTP metrics, request ids and access logs, page views).
+
+``create_app(service)`` returns the Starlette app wrapped by ``telemetry.instrumentation.asgi``;
+``create_app(service, instrument=False)`` is the same app with no telemetry middleware (the benchmark's
+baseline).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service import api, pages
+from service.components import Service
+from service.storage import STORE_PREFIX, StoreError
+from telemetry.analytics import PageViewMiddleware
+from telemetry.instrumentation.asgi import ASGIApp, instrument_asgi
+from telemetry.tracing import capture_exception
+
+_log = logging.getLogger("service.app")
+PROJECT = "/api/projects/{account}/{project}"
+CACHE = PROJECT + "/cache/{hash}"
+
+
+async def live(request: Request) -> Response:
+    status, body = api.service_of(request).health.live()
+    return JSONResponse(body, status_code=status)
+
+
+async def ready(request: Request) -> Response:
+    status, body = await api.service_of(request).health.ready_async()
+    return JSONResponse(body, status_code=status)
+
+
+async def store_get(request: Request) -> Response:
+    """A presigned download, as the store's HTTP endpoint serves it."""
+    store = api.service_of(request).store
+    key = request.path_params["key"]
+    try:
+        store.verify("GET", key, request.query_params)
+        data = store.read(key).read_bytes()  # small artifacts: no worker thread needed
+    except StoreError as exc:
+        return api.error(exc.status, str(exc))
+    return Response(data, media_type="application/octet-stream")
+
+
+async def store_put(request: Request) -> Response:
+    """A presigned part upload."""
+    store = api.service_of(request).store
+    key = request.path_params["key"]
+    query = request.query_params
+    try:
+        store.verify("PUT", key, query)
+        part_number = int(query["part_number"])
+        store.write_part(key, query["upload_id"], part_number, await request.body())
+    except StoreError as exc:
+        return api.error(exc.status, str(exc))
+    except (KeyError, ValueError):
+        return api.error(400, "upload_id and part_number are required")
+    return Response(status_code=200)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail, "status": exc.status_code}, status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    _log.error("unhandled error", exc_info=exc)
+    capture_exception(exc)
+    return JSONResponse({"error": "internal error", "status": 500}, status_code=500)
+
+
+ROUTES = [
+    Route("/", pages.home),
+    Route("/api/docs", pages.api_docs),
+    Route("/dashboard/{account}/{project}", pages.dashboard),
+    Route("/health/live", live),
+    Route("/health/ready", ready),
+    Route("/api/auth/refresh_token", api.refresh_token, methods=["POST"]),
+    Route("/api/projects", api.list_projects, methods=["GET"]),
+    Route("/api/projects", api.create_project, methods=["POST"]),
+    Route(PROJECT + "/runs", api.report_run, methods=["POST"]),
+    Route(PROJECT + "/cache", api.delete_cache, methods=["DELETE"]),
+    Route(CACHE, api.download_artifact, methods=["GET"]),
+    Route(CACHE + "/multipart/start", api.start_upload, methods=["POST"]),
+    Route(CACHE + "/multipart/part", api.part_url, methods=["POST"]),
+    Route(CACHE + "/multipart/complete", api.complete_upload, methods=["POST"]),
+    Route(PROJECT + "/previews", api.upload_preview, methods=["POST"]),
+    Route(PROJECT + "/previews/{preview_id}", api.download_preview, methods=["GET"]),
+    Route(STORE_PREFIX + "/{key:path}", store_get, methods=["GET"]),
+    Route(STORE_PREFIX + "/{key:path}", store_put, methods=["PUT"]),
+]
+
+
+def create_app(service: Service, *, instrument: bool = True) -> ASGIApp:
+    """The service's ASGI app; ``instrument=False`` leaves out every telemetry middleware (benchmarks)."""
+    middleware = [Middleware(PageViewMiddleware, analytics=service.analytics)] if instrument else []
+    handlers: dict[Any, Any] = {HTTPException: http_error, Exception: server_error}
+    app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=handlers)
+    app.state.service = service
+    if not instrument:
+        return app
+    return instrument_asgi(app, registry=service.telemetry.registry, tracer_provider=service.tracing.provider,
+                           meter_provider=service.telemetry.meter_provider)

@@ -1,0 +1,171 @@
+"""The service's settings: one frozen object, built like ``telemetry.config`` (argument > env var > default).
+
+``FIELDS`` is the one place that names the service's environment variables; a bad value fails at startup with
+a message naming the variable. Telemetry's own variables (``TUIST_METRICS_PORT``, ``OTEL_*``) stay in
+``telemetry.config``; the service passes its ``--metrics-port`` through to ``telemetry.setup()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from telemetry.config import Field, SettingsError, _bool, _port, _positive_float, _positive_int, _text
+
+
+def _rate(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise ValueError("expected a probability from 0 to 1")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    if raw and not raw.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+        raise ValueError("expected a sqlite:/// or postgresql:// URL")
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    if raw and not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis:// URL")
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected debug, info, warning or error")
+    return level
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected a whole number of at least 0")
+    return value
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("host", "SERVICE_HOST", _text, "Address the service binds to."),
+    Field("port", "SERVICE_PORT", _port, "Port of the service (its /metrics port is TUIST_METRICS_PORT)."),
+    Field("data_dir", "SERVICE_DATA_DIR", _text,
+          "Where the embedded SQLite database, the artifact store and the node-local cache live."),
+    Field("database_url", "DATABASE_URL", _database_url,
+          "Database URL: sqlite:///path or postgresql://user@host/db (default: SQLite in the data dir)."),
+    Field("db_pool_size", "SERVICE_DB_POOL_SIZE", _positive_int, "Connections the database pool keeps."),
+    Field("db_max_overflow", "SERVICE_DB_MAX_OVERFLOW", _non_negative_int,
+          "Extra connections the pool opens under load and closes when they are returned."),
+    Field("redis_url", "REDIS_URL", _redis_url,
+          "Redis URL (redis://host:port/0); when set, readiness PINGs it and dashboard stats are cached there."),
+    Field("sentry_dsn", "SENTRY_DSN", _text, "Sentry DSN; unhandled errors are reported there when set."),
+    Field("environment", "SERVICE_ENVIRONMENT", _text, "Deployment environment name (Sentry, logs)."),
+    Field("public_url", "SERVICE_PUBLIC_URL", _text,
+          "Base URL presigned artifact URLs point at (default: http://<host>:<port>)."),
+    Field("failure_rate", "SERVICE_FAILURE_RATE", _rate,
+          "Probability (0..1) that an /api route fails with 500, to exercise error alerts."),
+    Field("traffic", "SERVICE_TRAFFIC", _bool, "Run the built-in replayer of CLI traffic."),
+    Field("traffic_workers", "SERVICE_TRAFFIC_WORKERS", _positive_int, "Concurrent replayer clients."),
+    Field("traffic_interval", "SERVICE_TRAFFIC_INTERVAL_SECONDS", _positive_float,
+          "Pause of each replayer client between two rounds of traffic."),
+    Field("health_timeout", "SERVICE_HEALTH_TIMEOUT_SECONDS", _positive_float,
+          "Timeout of each readiness check (database, Redis)."),
+    Field("node_cache_entries", "SERVICE_NODE_CACHE_ENTRIES", _positive_int,
+          "Artifacts the node-local cache tier keeps before evicting the least recently used."),
+    Field("log_level", "SERVICE_LOG_LEVEL", _log_level, "debug, info, warning or error."),
+)
+ENV: Mapping[str, str] = {f.attr: f.env for f in FIELDS}
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything the service reads from its environment. Build with ``ServiceSettings.from_env()``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "var"
+    database_url: str = ""
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
+    redis_url: str = ""
+    sentry_dsn: str = field(default="", repr=False)
+    environment: str = "development"
+    public_url: str = ""
+    failure_rate: float = 0.0
+    traffic: bool = True
+    traffic_workers: int = 2
+    traffic_interval: float = 1.0
+    health_timeout: float = 1.0
+    node_cache_entries: int = 64
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServiceSettings:
+        """Arguments win over environment variables, which win over defaults; ``SettingsError`` names the
+        variable whose value is unusable."""
+        env = os.environ if environ is None else environ
+        unknown = set(overrides) - set(ENV)
+        if unknown:
+            raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(ENV)}")
+        values: dict[str, Any] = {}
+        for f in FIELDS:
+            if f.attr in overrides:
+                values[f.attr] = overrides[f.attr]
+            elif f.env in env:
+                try:
+                    values[f.attr] = f.parse(env[f.env])
+                except ValueError as exc:
+                    raise SettingsError(f"{f.env}={env[f.env]!r} is not valid: {exc}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for f in FIELDS:
+            value = getattr(self, f.attr)
+            try:
+                f.parse(str(value).lower() if isinstance(value, bool) else str(value))
+            except ValueError as exc:
+                raise SettingsError(f"{f.attr} (env {f.env}) = {value!r} is not valid: {exc}") from None
+
+    def replace(self, **changes: Any) -> ServiceSettings:
+        settings = dataclasses.replace(self, **changes)
+        settings.validate()
+        return settings
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL with the driver this service uses (psycopg 3), or the embedded SQLite file."""
+        url = self.database_url or f"sqlite:///{(self.data_path / 'service.db').resolve()}"
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def store_url(self) -> str:
+        return (self.public_url or self.base_url).rstrip("/")
+
+
+def markdown_table() -> str:
+    """The configuration table of docs/service.md."""
+    defaults = ServiceSettings()
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for f in FIELDS:
+        default = getattr(defaults, f.attr)
+        shown = "" if default in ("", {}) else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        rows.append(f"| `{f.env}` | {shown} | {f.help} |")
+    return "\n".join(rows)

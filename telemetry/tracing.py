@@ -1,0 +1,125 @@
+"""Tracing and error reporting: a TracerProvider, OTLP/HTTP span export, and Sentry when a DSN is given.
+
+``setup_tracing()`` always creates a real ``TracerProvider`` (so log lines carry trace and span ids even when
+nothing is exported) and adds an OTLP/HTTP exporter only when the standard variables ask for one:
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, and ``OTEL_TRACES_EXPORTER``
+not ``none``. The exporter reads its headers, timeout and compression from the same standard variables.
+Sentry (``sentry-sdk``, the ``sentry`` extra) is initialised only when the caller passes a DSN.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+)
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+_log = logging.getLogger(__name__)
+
+
+def otlp_traces_endpoint(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where spans go under the standard variables, or None when trace export is off."""
+    env = os.environ if environ is None else environ
+    if "none" in [e.strip() for e in env.get(OTEL_TRACES_EXPORTER, "").split(",")]:
+        return None
+    if env.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT):
+        return env[OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]
+    base = env.get(OTEL_EXPORTER_OTLP_ENDPOINT, "")
+    return f"{base.rstrip('/')}/v1/traces" if base else None
+
+
+@dataclass
+class Tracing:
+    """What ``setup_tracing()`` started."""
+
+    provider: TracerProvider | None
+    endpoint: str | None = None
+    sentry: bool = False
+
+    def tracer(self, name: str) -> trace.Tracer:
+        return (self.provider or trace.NoOpTracerProvider()).get_tracer(name)
+
+    def force_flush(self, timeout_millis: int = 5_000) -> bool:
+        return self.provider.force_flush(timeout_millis) if self.provider else True
+
+    def shutdown(self) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()
+        if self.sentry:
+            import sentry_sdk
+
+            client = sentry_sdk.get_client()
+            client.close(timeout=2)
+
+
+def setup_tracing(*, service_name: str = "", service_version: str = "", sentry_dsn: str = "",
+                  sentry_environment: str = "", disabled: bool = False, set_global: bool = True,
+                  exporter: SpanExporter | None = None, environ: Mapping[str, str] | None = None) -> Tracing:
+    """Create the TracerProvider; export over OTLP/HTTP when configured; start Sentry when ``sentry_dsn``.
+
+    ``disabled`` (OTEL_SDK_DISABLED) leaves the no-op provider in place. ``set_global`` makes the provider
+    the process-wide one (once per process, an OpenTelemetry rule); tests pass ``False`` and hand the provider
+    to the instrumentation themselves. ``exporter`` overrides the OTLP exporter (tests).
+    """
+    sentry = _start_sentry(sentry_dsn, sentry_environment, service_version) if sentry_dsn else False
+    if disabled:
+        return Tracing(None, None, sentry)
+    attributes: dict[str, str] = {}
+    if service_name:
+        attributes[SERVICE_NAME] = service_name
+    if service_version:
+        attributes[SERVICE_VERSION] = service_version
+    provider = TracerProvider(resource=Resource.create(attributes))
+    endpoint = otlp_traces_endpoint(environ)
+    if exporter is None and endpoint is not None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=endpoint)
+    if exporter is not None:
+        # Short delays so a span reaches the collector about a second after its request ends.
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1_000))
+    if set_global:
+        trace.set_tracer_provider(provider)
+    _log.info("tracing: %s%s", f"exporting spans to {endpoint}" if endpoint else "spans not exported",
+              "; Sentry error reporting on" if sentry else "")
+    return Tracing(provider, endpoint, sentry)
+
+
+def _start_sentry(dsn: str, environment: str, release: str) -> bool:
+    import sentry_sdk
+
+    options: dict[str, Any] = {"dsn": dsn, "send_default_pii": False,
+                               # Errors only: OpenTelemetry carries the traces. Automatic framework
+                               # integrations stay off; the service reports its unhandled errors itself.
+                               "traces_sample_rate": None, "auto_enabling_integrations": False}
+    if environment:
+        options["environment"] = environment
+    if release:
+        options["release"] = release
+    sentry_sdk.init(**options)
+    return True
+
+
+def capture_exception(exc: BaseException) -> None:
+    """Record ``exc`` on the current span and send it to Sentry when Sentry is on."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.record_exception(exc)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+    try:
+        import sentry_sdk
+    except ImportError:
+        return
+    if sentry_sdk.is_initialized():
+        sentry_sdk.capture_exception(exc)

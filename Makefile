@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 # The reference service on 127.0.0.1:8080 with /metrics on :9091 (see README).
 run: setup
-	$(PY) -m telemetry simulate
+	$(PY) -m service
 
 simulate: setup
 	$(PY) -m telemetry simulate

@@ -1,0 +1,103 @@
+"""``python -m telemetry``: the catalogue table/JSON, and ``simulate`` as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from telemetry.catalogue import CATALOGUE, documented, documented_names
+from telemetry.cli import catalogue_json, catalogue_markdown, main
+
+from .conftest import free_port
+
+
+def test_catalogue_markdown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["catalogue"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == catalogue_markdown()
+    rows = out.strip().splitlines()
+    assert len(rows) == 2 + len(CATALOGUE)
+    for name in documented_names():
+        assert f"`{name}`" in out
+    assert "| `tuist_runs_total` | counter | counter | `name`, `is_ci` (false/true), `status` (0/1) |" in out
+    assert "(not in the doc)" in out
+
+
+def test_catalogue_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["catalogue", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data == json.loads(catalogue_json())
+    assert [d["name"] for d in data] == [s.name for s in CATALOGUE]
+    runs = data[0]
+    assert runs["type"] == "counter" and runs["labels"] == ["name", "is_ci", "status"]
+    assert runs["allowed"] == {"is_ci": ["false", "true"], "status": ["0", "1"]}
+    assert sum(len(d["doc_names"]) for d in data) == 53
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as err:
+        main(["nope"])
+    assert err.value.code == 2
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("OTEL_METRICS_EXPORTER", "OTEL_SDK_DISABLED", "TUIST_METRICS_PORT", "TUIST_METRICS_HOST"):
+        env.pop(key, None)
+    return env
+
+
+def test_simulate_serves_every_documented_name_then_stops_on_sigterm() -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "telemetry", "simulate", "--host", "127.0.0.1", "--port",
+                             str(port), "--interval", "0.05", "--seed", "7"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == f"simulating; metrics at http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 20
+        missing: list[str] = list(documented_names())
+        while missing and time.monotonic() < deadline:
+            time.sleep(0.3)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                lines = response.read().decode().splitlines()
+            # A histogram documented under its family name shows up as its _bucket/_sum/_count samples.
+            missing = [s.name for s in documented() if not any(x.startswith((n + "{", n + " "))
+                                                                for x in lines for n in s.sample_names)]
+        assert missing == [], f"no samples for {missing}"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_simulate_port_in_use_exits_2_naming_the_port_and_setting() -> None:
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = subprocess.run([sys.executable, "-m", "telemetry", "simulate", "--host", "127.0.0.1", "--port",
+                                 str(port), "--duration", "1"], capture_output=True, text=True, timeout=60,
+                                env=_env())
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port}" in result.stderr and "TUIST_METRICS_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_simulate_bad_setting_exits_2() -> None:
+    env = _env() | {"TUIST_METRICS_PORT": "99999"}
+    result = subprocess.run([sys.executable, "-m", "telemetry", "simulate", "--duration", "1"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2
+    assert "TUIST_METRICS_PORT='99999' is not valid" in result.stderr

@@ -253,6 +253,11 @@ class Family(Generic[C]):
                 raise ValueError(f"{self.name}: label {name}={value!r} is not one of {sorted(allowed)}")
             if not value:
                 raise ValueError(f"{self.name}: label {name} must not be empty")
+            if not value.isascii():
+                try:
+                    value.encode()
+                except UnicodeEncodeError:  # a lone surrogate would fail every later scrape's encoding
+                    raise ValueError(f"{self.name}: label {name}={value!r} is not valid Unicode text") from None
         with self._lock:
             child = self._series.get(values)
             if child is None:

@@ -167,3 +167,13 @@ def test_stop_releases_the_port(registry: Registry) -> None:
     server.stop()
     again = MetricsServer(lambda: "", host="127.0.0.1", port=port)
     again.stop()
+
+
+def test_unencodable_text_does_not_fail_the_scrape() -> None:
+    """An SDK attribute may hold a lone surrogate; the endpoint replaces it rather than failing with a 500."""
+    server = MetricsServer(lambda: 'c_total{a="x\ud800y"} 1\n', host="127.0.0.1", port=0)
+    try:
+        status, _, body = get(server)
+        assert (status, body) == (200, b'c_total{a="x?y"} 1\n')
+    finally:
+        server.stop()

@@ -82,7 +82,8 @@ class MetricsServer:
                     return self._plain(401, b"Unauthorized\n", body,
                                        {"WWW-Authenticate": f'{server._auth_scheme} realm="metrics"'})
                 try:
-                    payload = server._render().encode()
+                    # "replace": an SDK attribute holding a lone surrogate must not fail the whole scrape.
+                    payload = server._render().encode("utf-8", "replace")
                 except Exception:
                     _log.exception("rendering /metrics failed")
                     return self._plain(500, b"rendering metrics failed\n", body)

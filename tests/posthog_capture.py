@@ -1,9 +1,10 @@
 """A real PostHog capture endpoint on loopback for tests, and a black hole.
 
 ``CaptureServer`` records every event POSTed to it the way PostHog's ingestion accepts them: the server SDK's
-``/batch/`` (JSON, optionally ``Content-Encoding: gzip``) and posthog-js's ``/e/``, ``/i/v0/e/`` (JSON, gzip
-via ``?compression=gzip-js``, or base64 form data), answers posthog-js's ``/flags``/``/decide`` with an empty
-config, serves static files (posthog-js's ``/static/array.js``) and answers CORS preflights.
+``/batch/`` (JSON, optionally ``Content-Encoding: gzip``) and posthog-js's ``/e/``, ``/i/v0/e/`` (JSON,
+gzip recognised by its magic bytes or ``?compression=gzip-js``, or base64 form data), answers posthog-js's
+``/flags``/``/decide`` with an empty config, serves static files (posthog-js's ``/static/array.js``) and
+answers CORS preflights.
 
 ``BlackHole`` accepts TCP connections and never answers: a PostHog host that hangs.
 """
@@ -36,7 +37,9 @@ class Post:
 
 
 def _decode(raw: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Any:
-    if headers.get("content-encoding", "").lower() == "gzip" or query.get("compression") == "gzip-js":
+    # posthog-js gzips without saying so in a header (older versions add ?compression=gzip-js).
+    if (headers.get("content-encoding", "").lower() == "gzip" or query.get("compression") == "gzip-js"
+            or raw[:2] == b"\x1f\x8b"):
         raw = gzip.decompress(raw)
     text = raw.decode("utf-8")
     if query.get("compression") == "base64" or text.startswith("data="):
@@ -67,6 +70,7 @@ class CaptureServer:
         self.static = dict(static or {})
         self.posts: list[Post] = []
         self.requests: list[str] = []  # "METHOD /path" of every request, in order
+        self.undecodable: list[tuple[str, dict[str, str], bytes, str]] = []  # POSTs that were not events
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         outer = self
@@ -117,6 +121,7 @@ class CaptureServer:
                 try:
                     body = _decode(raw, headers, query)
                 except Exception as exc:
+                    outer.undecodable.append((self.path, headers, raw, repr(exc)))
                     self._reply(400, json.dumps({"error": str(exc)}).encode())
                     return
                 outer._record(Post(parts.path, query, headers, body, _events(body)))

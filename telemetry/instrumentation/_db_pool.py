@@ -58,7 +58,27 @@ def pool_state(pool: Any) -> PoolState | None:
     checkedout = getattr(pool, "checkedout", None)
     if checkedin is None or checkedout is None:
         return None
-    return PoolState(int(checkedin()), max(int(checkedout()), 0), waiting_callers(pool))
+    ready = live_idle_connections(pool)
+    return PoolState(int(checkedin()) if ready is None else ready, max(int(checkedout()), 0),
+                     waiting_callers(pool))
+
+
+def live_idle_connections(pool: Any) -> int | None:
+    """Idle entries in the pool that hold an open DBAPI connection.
+
+    ``checkedin()`` counts entries, and an invalidated or detached entry stays in the queue without a
+    connection until the next checkout reconnects it: it is not a connection ready to use. None when the
+    queue's items cannot be read.
+    """
+    queue = getattr(pool, "_pool", None)
+    items = getattr(queue, "queue", None)  # sqlalchemy.util.queue.Queue keeps a deque
+    if items is None and queue is not None and hasattr(queue, "__dict__"):
+        items = getattr(vars(queue).get("_queue"), "_queue", None)  # asyncio.Queue's deque, if created
+        if items is None and "_queue" not in vars(queue):
+            return 0  # an async pool whose queue was never created holds nothing yet
+    if items is None:
+        return None
+    return sum(1 for record in list(items) if getattr(record, "dbapi_connection", None) is not None)
 
 
 def waiting_callers(pool: Any) -> int:

@@ -54,7 +54,8 @@ _SCOPE = "telemetry.instrumentation.sqlalchemy"
 _lock = threading.RLock()
 _engines: weakref.WeakKeyDictionary[Engine, _EngineInstrumentation] = weakref.WeakKeyDictionary()
 _registry_hooks: dict[int, tuple[Registry, list[Callable[[], None]]]] = {}
-_usage_meters: dict[int, Any] = {}  # id(meter provider) -> the observable instrument registered on it
+# id(meter provider) -> (the provider, kept so its id cannot be reused, and the instrument registered on it)
+_usage_meters: dict[int, tuple[Any, Any]] = {}
 _reported: dict[tuple[int, str], set[str]] = {}  # (id(registry), metric) -> pool names ever reported
 _global_patch: dict[str, Any] = {}  # the options engines created later are instrumented with
 
@@ -100,7 +101,7 @@ class _EngineInstrumentation:
         self._tracer: Any = None
         if spans or (spans is None and _tracing_configured(tracer_provider)):
             self._tracer = _attach_engine_tracer(engine, tracer_provider)
-        _register_usage_gauge(meter_provider)
+        self.meter_key = _register_usage_gauge(meter_provider)
 
     # pool events ------------------------------------------------------------------------------------------
     def _on_connect(self, dbapi_connection: Any, record: Any) -> None:
@@ -169,40 +170,46 @@ def _detach_engine_tracer(engine: Engine, engine_tracer: Any) -> None:
             params.remove(entry)
 
 
-def _register_usage_gauge(meter_provider: Any) -> None:
+def _register_usage_gauge(meter_provider: Any) -> int:
     """One ``db.client.connections.usage`` instrument per meter provider, reading every instrumented pool."""
     from opentelemetry.semconv.metrics import MetricInstruments
 
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
     with _lock:
-        if id(provider) in _usage_meters:
-            return
-        meter = provider.get_meter(_SCOPE)
-        _usage_meters[id(provider)] = meter.create_observable_up_down_counter(
-            MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE, [_usage_observations], unit="connections",
-            description="The number of connections that are currently in state described by the state attribute.")
+        key = id(provider)
+        if key not in _usage_meters:
+            meter = provider.get_meter(_SCOPE)
+            _usage_meters[key] = (provider, meter.create_observable_up_down_counter(
+                MetricInstruments.DB_CLIENT_CONNECTIONS_USAGE, [_usage_observations(key)], unit="connections",
+                description="The number of connections that are currently in state described by the state "
+                            "attribute."))
+        return key
 
 
-def _pool_states(registry: Registry | None = None) -> Iterator[tuple[str, Registry, Any]]:
+def _pool_states(registry: Registry | None = None, meter_key: int | None = None,
+                 ) -> Iterator[tuple[str, Registry, Any]]:
     with _lock:
         items = list(_engines.items())
     for engine, inst in items:
-        if registry is not None and inst.registry is not registry:
+        if (registry is not None and inst.registry is not registry) or (
+                meter_key is not None and inst.meter_key != meter_key):
             continue
         state = pool_state(engine.pool)  # engine.pool now: dispose() replaces it
         if state is not None:
             yield inst.pool_name, inst.registry, state
 
 
-def _usage_observations(options: CallbackOptions) -> Iterable[Observation]:
-    idle: dict[str, int] = {}
-    used: dict[str, int] = {}
-    for name, _, state in _pool_states():
-        idle[name] = idle.get(name, 0) + state.ready
-        used[name] = used.get(name, 0) + state.active
-    out = [Observation(v, {"pool.name": n, "state": "idle"}) for n, v in idle.items()]
-    out += [Observation(v, {"pool.name": n, "state": "used"}) for n, v in used.items()]
-    return out
+def _usage_observations(meter_key: int) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        idle: dict[str, int] = {}
+        used: dict[str, int] = {}
+        for name, _, state in _pool_states(meter_key=meter_key):
+            idle[name] = idle.get(name, 0) + state.ready
+            used[name] = used.get(name, 0) + state.active
+        out = [Observation(v, {"pool.name": n, "state": "idle"}) for n, v in idle.items()]
+        out += [Observation(v, {"pool.name": n, "state": "used"}) for n, v in used.items()]
+        return out
+    return observe
 
 
 def _gauge_callback(registry: Registry, metric: str, field: str) -> Callable[[], list[tuple[tuple[str], float]]]:

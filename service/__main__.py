@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
 import time
@@ -22,6 +23,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None, help="data directory (default: SERVICE_DATA_DIR or var)")
     parser.add_argument("--no-traffic", action="store_true", help="do not start the traffic replayer")
     return parser.parse_args(argv)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             replayer.start()
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
+    # uvicorn re-raises SIGTERM once it has stopped; with the default handler that would end the process
+    # before the finally below closes the service (analytics flush, telemetry shutdown). Exit 143 after it.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         server.run()
     finally:

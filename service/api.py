@@ -167,8 +167,9 @@ async def refresh_token(request: Request) -> Response:
                                       properties={"reason": exc.reason, "cli_version": version})
             return error(401, str(exc))
         logs.bind(user_id=who.user_id)
-        service.analytics.capture(Event.USER_AUTHENTICATE, distinct_id=service.analytics_user(
-            who.user_id, who.email, who.handle), properties={"method": "refresh_token"})
+        user = service.analytics_user(who.user_id, who.email, who.handle)
+        service.analytics.sign_in(user)  # $identify (email), $create_alias (account name), group names
+        service.analytics.capture(Event.USER_AUTHENTICATE, distinct_id=user, properties={"method": "refresh_token"})
         return JSONResponse({"access_token": access, "refresh_token": new_refresh})
     return await blocking(work)
 
@@ -206,8 +207,10 @@ async def create_project(request: Request) -> Response:
                 s.add(Project(account_id=owner.id, name=name))
         except IntegrityError:
             return error(409, f"project {account}/{name} already exists")
-        service.analytics.capture(Event.PROJECT_CREATE, distinct_id=service.analytics_user(
-            who.user_id, who.email, who.handle, f"{account}/{name}"))
+        user = service.analytics_user(who.user_id, who.email, who.handle, f"{account}/{name}")
+        service.analytics.capture(Event.PROJECT_CREATE, distinct_id=user)
+        for group_type, key in user.groups().items():  # name the new project's groups
+            service.analytics.group_identify(group_type, key, distinct_id=user)
         return JSONResponse({"project": f"{account}/{name}"}, status_code=201)
     return await blocking(work)
 

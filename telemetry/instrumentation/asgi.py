@@ -87,10 +87,24 @@ class HTTPServerMiddleware:
         status = 500  # what the client sees when the app raises before it responds
         header = (self._header, request_id.encode("latin-1"))
 
+        route: str | None = None
+
+        def name_span() -> str:
+            # The server span ends as soon as the last body chunk is sent, so it is renamed at the response's
+            # start, when routing has long been done.
+            nonlocal route
+            route = self._route_of(scope) or UNMATCHED_ROUTE
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+            return route
+
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                name_span()
                 message = dict(message)
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
@@ -100,13 +114,11 @@ class HTTPServerMiddleware:
                 await self.app(scope, receive, send_with_id)
             finally:
                 elapsed = time.perf_counter() - start
-                route = self._route_of(scope) or UNMATCHED_ROUTE
+                if route is None:  # the app never responded
+                    name_span()
+                assert route is not None
                 self._requests.labels(method, route, str(status)).inc()
                 self._duration.labels(method, route).observe(elapsed)
-                span = trace.get_current_span()
-                if span.is_recording():
-                    span.update_name(f"{method} {route}")
-                    span.set_attribute("http.route", route)
                 if self._access_log:
                     fields.update(route=route, status=status, duration_ms=round(elapsed * 1000, 3))
                     self._logger.log(logging.ERROR if status >= 500 else logging.INFO, "request completed")

@@ -234,7 +234,13 @@ class Family(Generic[C]):
                                  + (f"; missing {sorted(missing)}" if missing else ""))
             values = tuple(named[n] for n in self.spec.labels)
         child = self._by_key.get(values)
-        return child if child is not None else self._resolve(values)
+        if child is None:
+            # Keys holding bools or ints are cached with their types (see _by_typed_key); looking them up here
+            # keeps labels(name, True, 0) off the validating slow path.
+            child = self._by_typed_key.get((values, tuple(map(type, values))))
+            if child is None:
+                child = self._resolve(values)
+        return child
 
     def _resolve(self, key: tuple[Any, ...]) -> C:
         spec = self.spec

@@ -8,12 +8,21 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run simulate test lint bench readme clean
 
-setup: $(STAMP)
+# npm projects the tests use: the dashboards' type check and posthog-js for the browser test.
+NPM_DIRS := collector/typecheck tests/browser
+NPM_STAMPS := $(addsuffix /node_modules/.installed,$(NPM_DIRS))
+
+setup: $(STAMP) $(NPM_STAMPS)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+%/node_modules/.installed: %/package-lock.json %/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  (cd $* && npm ci --silent --no-audit --no-fund) && touch $@; \
+	else echo "npm not found: $* not installed (its tests will skip)"; fi
 
 # The reference service on 127.0.0.1:8080 with /metrics on :9091 (see README).
 run: setup

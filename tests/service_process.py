@@ -4,9 +4,12 @@ endpoint stand-in)."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import os
 import re
+import secrets
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -36,6 +39,21 @@ def parse_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
         labels = dict(_LABEL.findall(match.group(2) or ""))
         out.append((match.group(1), labels, float(match.group(3))))
     return out
+
+
+def value(text: str, metric: str, /, **labels: str) -> float:
+    """Sum of the samples of ``metric`` whose labels include ``labels``."""
+    return sum(v for n, lab, v in parse_samples(text)
+               if n == metric and all(lab.get(k) == x for k, x in labels.items()))
+
+
+def issue_token(service: ServiceProcess, user_id: int = 1, kind: str = "access") -> str:
+    """Insert a token for a seeded user straight into the service's SQLite database."""
+    token = secrets.token_urlsafe(16)
+    with sqlite3.connect(service.data_dir / "service.db", timeout=10) as db:
+        db.execute("INSERT INTO tokens (digest, kind, user_id, expires_at, revoked) VALUES (?, ?, ?, ?, 0)",
+                   (hashlib.sha256(token.encode()).hexdigest(), kind, user_id, time.time() + 3600))
+    return token
 
 
 class ServiceProcess:

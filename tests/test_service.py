@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import json
 import re
-import secrets
-import sqlite3
 import subprocess
 import sys
 import time
@@ -28,7 +25,7 @@ import pytest
 
 from telemetry.catalogue import Kind, documented, documented_names, spec
 from tests.conftest import free_port
-from tests.service_process import ROOT, RecordingServer, ServiceProcess, parse_samples
+from tests.service_process import ROOT, RecordingServer, ServiceProcess, issue_token, parse_samples, value
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +49,9 @@ def missing_data(text: str) -> list[str]:
     samples = parse_samples(text)
     totals: dict[str, float] = {}
     present: set[str] = set()
-    for name, _labels, value in samples:
+    for name, _labels, sample in samples:
         present.add(name)
-        totals[name] = totals.get(name, 0.0) + value
+        totals[name] = totals.get(name, 0.0) + sample
     missing = []
     for s in documented():
         if s.kind is Kind.HISTOGRAM:
@@ -66,21 +63,6 @@ def missing_data(text: str) -> list[str]:
         if not ok:
             missing.extend(s.doc_names)
     return missing
-
-
-def value(text: str, metric: str, /, **labels: str) -> float:
-    """Sum of the samples of ``metric`` whose labels include ``labels``."""
-    return sum(v for n, lab, v in parse_samples(text)
-               if n == metric and all(lab.get(k) == x for k, x in labels.items()))
-
-
-def issue_token(service: ServiceProcess, user_id: int = 1, kind: str = "access") -> str:
-    """Insert a token for a seeded user straight into the service's SQLite database."""
-    token = secrets.token_urlsafe(16)
-    with sqlite3.connect(service.data_dir / "service.db", timeout=10) as db:
-        db.execute("INSERT INTO tokens (digest, kind, user_id, expires_at, revoked) VALUES (?, ?, ?, ?, 0)",
-                   (hashlib.sha256(token.encode()).hexdigest(), kind, user_id, time.time() + 3600))
-    return token
 
 
 @pytest.fixture(scope="module")

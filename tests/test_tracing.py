@@ -1,0 +1,127 @@
+"""Tracing: which standard variables turn OTLP/HTTP export on, and the service's spans end to end — exported
+to an OTLP/HTTP endpoint started here, decoded with opentelemetry-proto — with the same trace ids in the logs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from telemetry.tracing import capture_exception, otlp_traces_endpoint, setup_tracing
+from tests.service_process import RecordingServer, ServiceProcess, issue_token
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, None),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, "http://collector:4318/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"}, "http://collector:4318/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b/traces"},
+     "http://b/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_TRACES_EXPORTER": "none"}, None),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_TRACES_EXPORTER": "otlp"}, "http://a:4318/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, None),
+])
+def test_otlp_endpoint_from_the_standard_variables(env: dict[str, str], expected: str | None) -> None:
+    assert otlp_traces_endpoint(env) == expected
+
+
+def test_setup_tracing_without_export_still_gives_ids_and_no_sentry() -> None:
+    tracing = setup_tracing(service_name="t", set_global=False, environ={})
+    try:
+        assert tracing.provider is not None and tracing.endpoint is None and tracing.sentry is False
+        with tracing.tracer("t").start_as_current_span("work") as span:
+            assert span.get_span_context().is_valid
+    finally:
+        tracing.shutdown()
+    disabled = setup_tracing(disabled=True, set_global=False)
+    assert disabled.provider is None
+    with disabled.tracer("t").start_as_current_span("work") as span:
+        assert not span.get_span_context().is_valid
+
+
+def test_capture_exception_marks_the_span() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = setup_tracing(set_global=False, exporter=exporter, environ={})
+    try:
+        with tracing.tracer("t").start_as_current_span("failing"):
+            capture_exception(ValueError("bad"))
+        assert tracing.force_flush()
+        [span] = exporter.get_finished_spans()
+        assert span.status.status_code.name == "ERROR"
+        assert [e.name for e in span.events] == ["exception"]
+        assert span.events[0].attributes["exception.type"] == "ValueError"  # type: ignore[index]
+    finally:
+        tracing.shutdown()
+
+
+def decode_spans(collector: RecordingServer) -> list[tuple[str, str, str, str, int, dict[str, object]]]:
+    """(name, trace_id, span_id, parent_span_id, kind, attributes) of every span the collector received."""
+    out = []
+    for _path, headers, body in collector.received("/v1/traces"):
+        if headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: getattr(a.value, a.value.WhichOneof("value")) for a in span.attributes}
+                    out.append((span.name, span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(),
+                                span.kind, attributes))
+    return out
+
+
+@pytest.mark.slow
+def test_service_spans_reach_an_otlp_endpoint_with_the_log_lines_trace_ids(tmp_path: Path) -> None:
+    with RecordingServer() as collector, ServiceProcess(
+            tmp_path, traffic=False, env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}) as service:
+        service.wait_ready()
+        token = issue_token(service)
+        api = httpx.Client(base_url=service.url, headers={"authorization": f"Bearer {token}"})
+        digest = "ef" * 20
+        base = f"/api/projects/acme/ios-app/cache/{digest}/multipart"
+        upload_id = api.post(f"{base}/start").json()["upload_id"]
+        url = api.post(f"{base}/part", json={"upload_id": upload_id, "part_number": 1}).json()["url"]
+        httpx.put(url, content=b"a" * 100)
+        api.post(f"{base}/complete", json={"upload_id": upload_id, "parts": [1]})
+        download = api.get(f"/api/projects/acme/ios-app/cache/{digest}", headers={"x-request-id": "trace-me"})
+        assert download.status_code == 200 and download.content == b"a" * 100
+
+        route = "GET /api/projects/{account}/{project}/cache/{hash}"
+        deadline = time.monotonic() + 15
+        spans = decode_spans(collector)
+        while time.monotonic() < deadline and not any(s[0] == route for s in spans):
+            time.sleep(0.3)
+            spans = decode_spans(collector)
+        [server] = [s for s in spans if s[0] == route]
+        trace_id = server[1]
+        in_trace = [s for s in spans if s[1] == trace_id]
+        names = {s[0] for s in in_trace}
+        # the inbound request, its database statements, the presigned fetch (client) and the store serving it
+        assert server[5]["http.route"] == "/api/projects/{account}/{project}/cache/{hash}"
+        assert server[4] == 2  # SPAN_KIND_SERVER
+        clients = [s for s in in_trace if s[4] == 3 and s[0] == "GET"]  # SPAN_KIND_CLIENT: httpx
+        assert clients, names
+        store = [s for s in in_trace if s[0] == "GET /_store/{key}"]
+        assert store and store[0][3] == clients[0][2]  # the store's server span is the httpx span's child
+        assert any(s[0].startswith("SELECT") for s in in_trace), names  # SQLAlchemy statement spans
+        assert all(s[0] != "GET" or s[4] == 3 for s in in_trace)
+        # no raw paths in span names
+        assert not any(digest in s[0] for s in spans)
+
+        deadline = time.monotonic() + 5
+        access: dict[str, object] = {}
+        while not access and time.monotonic() < deadline:
+            for raw in service.log_lines():
+                record = json.loads(raw)
+                if record.get("request_id") == "trace-me" and record["message"] == "request completed":
+                    access = record
+            time.sleep(0.1)
+        assert access["trace_id"] == trace_id
+        assert access["span_id"] == server[2]
+        assert access["route"] == "/api/projects/{account}/{project}/cache/{hash}" and access["user_id"] == 1

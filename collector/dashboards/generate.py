@@ -95,8 +95,10 @@ def labelled(expr: str, label: str, value: str) -> str:
 
 
 def ratio(name: str, part: str, by: str = "") -> str:
-    """Share of ``name``'s rate whose labels match ``part`` (a ratio, not a rate)."""
-    return f"{srate(name, by, part)} / {srate(name, by)}"
+    """Share of ``name``'s rate whose labels match ``part`` (a ratio, not a rate). Where no series matches
+    ``part`` (no errors yet), ``or <total> * 0`` makes the ratio 0 instead of no data."""
+    total = srate(name, by)
+    return f"({srate(name, by, part)} or {total} * 0) / {total}"
 
 
 # --- panels -----------------------------------------------------------------------------------------------------

@@ -212,7 +212,7 @@ export const runs: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_runs_total{job=~\"$job\", instance=~\"$instance\", status=\"1\"}[$__rate_interval])) / sum (rate(tuist_runs_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "(sum (rate(tuist_runs_total{job=~\"$job\", instance=~\"$instance\", status=\"1\"}[$__rate_interval])) or sum (rate(tuist_runs_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) * 0) / sum (rate(tuist_runs_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "failed",
           "range": true,
           "instant": false
@@ -664,7 +664,7 @@ export const runs: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum by (name) (rate(tuist_runs_total{job=~\"$job\", instance=~\"$instance\", status=\"1\"}[$__rate_interval])) / sum by (name) (rate(tuist_runs_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "(sum by (name) (rate(tuist_runs_total{job=~\"$job\", instance=~\"$instance\", status=\"1\"}[$__rate_interval])) or sum by (name) (rate(tuist_runs_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) * 0) / sum by (name) (rate(tuist_runs_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "{{name}}",
           "range": true,
           "instant": false
@@ -1353,7 +1353,7 @@ export const cache: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\", event_type=~\"local_hit|remote_hit\"}[$__rate_interval])) / sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "(sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\", event_type=~\"local_hit|remote_hit\"}[$__rate_interval])) or sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) * 0) / sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "hit ratio",
           "range": true,
           "instant": false
@@ -1625,7 +1625,7 @@ export const cache: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\", event_type=~\"local_hit|remote_hit\"}[$__rate_interval])) / sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "(sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\", event_type=~\"local_hit|remote_hit\"}[$__rate_interval])) or sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) * 0) / sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "hit ratio",
           "range": true,
           "instant": false
@@ -1637,7 +1637,7 @@ export const cache: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\", event_type=\"remote_hit\"}[$__rate_interval])) / sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "(sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\", event_type=\"remote_hit\"}[$__rate_interval])) or sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) * 0) / sum (rate(tuist_cache_events_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "remote share",
           "range": true,
           "instant": false
@@ -3260,7 +3260,7 @@ export const http_client: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_http_request_count{job=~\"$job\", instance=~\"$instance\", status=~\"5..\"}[$__rate_interval])) / sum (rate(tuist_http_request_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "(sum (rate(tuist_http_request_count{job=~\"$job\", instance=~\"$instance\", status=~\"5..\"}[$__rate_interval])) or sum (rate(tuist_http_request_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) * 0) / sum (rate(tuist_http_request_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "5xx",
           "range": true,
           "instant": false
@@ -3556,7 +3556,7 @@ export const http_client: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum by (host) (rate(tuist_http_request_count{job=~\"$job\", instance=~\"$instance\", status=~\"5..\"}[$__rate_interval])) / sum by (host) (rate(tuist_http_request_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "(sum by (host) (rate(tuist_http_request_count{job=~\"$job\", instance=~\"$instance\", status=~\"5..\"}[$__rate_interval])) or sum by (host) (rate(tuist_http_request_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) * 0) / sum by (host) (rate(tuist_http_request_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "{{host}}",
           "range": true,
           "instant": false
@@ -5441,7 +5441,7 @@ export const inbound_http: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(http_requests_total{job=~\"$job\", instance=~\"$instance\", status=~\"5..\"}[$__rate_interval])) / sum (rate(http_requests_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "(sum (rate(http_requests_total{job=~\"$job\", instance=~\"$instance\", status=~\"5..\"}[$__rate_interval])) or sum (rate(http_requests_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) * 0) / sum (rate(http_requests_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "5xx",
           "range": true,
           "instant": false
@@ -5769,7 +5769,7 @@ export const inbound_http: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum by (route) (rate(http_requests_total{job=~\"$job\", instance=~\"$instance\", status=~\"5..\"}[$__rate_interval])) / sum by (route) (rate(http_requests_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "(sum by (route) (rate(http_requests_total{job=~\"$job\", instance=~\"$instance\", status=~\"5..\"}[$__rate_interval])) or sum by (route) (rate(http_requests_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) * 0) / sum by (route) (rate(http_requests_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "{{route}}",
           "range": true,
           "instant": false

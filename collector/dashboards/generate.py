@@ -21,14 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 TS_OUT = HERE.parent / "typecheck" / "dashboards.gen.ts"
+RULES_OUT = HERE.parent / "rules" / "storage.yml"
 
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from telemetry.catalogue import STORAGE_OPERATIONS, Kind, MetricSpec, spec  # noqa: E402
+from telemetry.catalogue import CATALOGUE, STORAGE_OPERATIONS, Kind, MetricSpec, spec  # noqa: E402
 
 SCHEMA_VERSION = 42  # the dashboard schema version of @grafana/schema 13.2 (Grafana 13)
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -294,10 +297,55 @@ def cache() -> dict[str, Any]:
     ], ("cache",))
 
 
+# --- storage: per-object series, summed by recording rules -----------------------------------------------------
+#
+# Every storage metric carries a per-object label (object_key, upload_id, part_number, project_slug), so most of
+# its series are created by one operation and never move again: rate() over such a series is 0 (its first
+# sample is already 1), and a dashboard summing rates shows no operations at all. Summing the cumulative series
+# over those labels first (recording rules in rules/storage.yml, generated below) gives one counter per
+# instance that grows with every operation; the panels and the slow-storage alert take rates of those.
+
+
+def aggregate(sample: str) -> str:
+    """The recorded name of a storage ``sample`` summed over its per-object labels."""
+    return f"instance:{sample}:sum"
+
+
+def _storage_specs() -> list[MetricSpec]:
+    return [s for s in CATALOGUE if s.domain == "storage"]
+
+
+def _recorded(s: MetricSpec) -> str:
+    return f"{s.name}_bucket" if s.kind is Kind.HISTOGRAM else s.name
+
+
+def storage_rules() -> dict[str, Any]:
+    rules: list[dict[str, Any]] = [
+        {"record": aggregate(_recorded(s)), "expr": f"sum without ({', '.join(s.labels)}) ({_recorded(s)})"}
+        for s in _storage_specs()]
+    # Rules of a group run in order, so these read the sums recorded just above in the same evaluation.
+    for op in STORAGE_OPERATIONS:
+        histogram, _ = _storage_names(op)
+        rules.append({"record": "job_operation:tuist_storage_duration_milliseconds:p95_rate5m",
+                      "expr": f"histogram_quantile(0.95, sum by (job, le) "
+                              f"(rate({aggregate(histogram + '_bucket')}[5m])))",
+                      "labels": {"operation": op}})
+    return {"groups": [{"name": "tuist-storage", "rules": rules}]}
+
+
+def arate(name: str) -> str:
+    """Operations per second of a storage counter, from its per-instance sum."""
+    s = family(name, Kind.COUNTER)
+    return f"sum (rate({aggregate(s.name)}{{{SELECTOR}}}[{RATE}]))"
+
+
+def aquantile(q: float, name: str) -> str:
+    s = family(name, Kind.HISTOGRAM)
+    return f"histogram_quantile({q}, sum by (le) (rate({aggregate(s.name + '_bucket')}{{{SELECTOR}}}[{RATE}])))"
+
+
 def _storage_names(op: str) -> tuple[str, str]:
     """The duration histogram and the count of ``op``, found in the catalogue (the doc spells some oddly)."""
-    from telemetry.catalogue import CATALOGUE
-
     prefix = f"tuist_storage_{op}_"
     histograms = [s.name for s in CATALOGUE if s.name.startswith(prefix) and s.kind is Kind.HISTOGRAM
                   and "duration" in s.name]
@@ -311,18 +359,19 @@ def storage() -> dict[str, Any]:
     ops = {op: _storage_names(op) for op in STORAGE_OPERATIONS}
     size = "tuist_storage_get_object_size_size_bytes"
     # A missing operation counts as 0 in the total; `or` needs distinct labels, hence the operation label.
-    total = " + ".join(f"({srate(c)} or vector(0))" for _, c in ops.values())
-    slowest = " or ".join(labelled(quantile(0.95, h), "operation", op) for op, (h, _) in ops.items())
+    total = " + ".join(f"({arate(c)} or vector(0))" for _, c in ops.values())
+    slowest = " or ".join(labelled(aquantile(0.95, h), "operation", op) for op, (h, _) in ops.items())
     return dashboard("tuist-storage", "Tuist · Remote storage",
-                     "Remote storage (S3-compatible) operations: rates, latency percentiles and object sizes.", [
+                     "Remote storage (S3-compatible) operations: rates, latency percentiles and object sizes. "
+                     "Needs the recording rules in collector/rules/storage.yml (per-object series summed).", [
         P("Storage operations per second", [t(total, "ops/s")], "ops", "stat", width=8),
         P("Slowest operation p95", [t(f"max({slowest})", "p95")], "ms", "stat", width=8),
-        P("Object size p50", [t(quantile(0.5, size), "p50")], "bytes", "stat", width=8),
-        P("Operations per second", [t(srate(c), op) for op, (_, c) in ops.items()], "ops", stack=True,
+        P("Object size p50", [t(aquantile(0.5, size), "p50")], "bytes", "stat", width=8),
+        P("Operations per second", [t(arate(c), op) for op, (_, c) in ops.items()], "ops", stack=True,
           width=24),
-        P("Latency p95 by operation", [t(quantile(0.95, h), op) for op, (h, _) in ops.items()], "ms", width=24),
-        P("Latency p50 by operation", [t(quantile(0.5, h), op) for op, (h, _) in ops.items()], "ms"),
-        P("Object sizes (get_object_size)", [t(quantile(0.5, size), "p50"), t(quantile(0.95, size), "p95")],
+        P("Latency p95 by operation", [t(aquantile(0.95, h), op) for op, (h, _) in ops.items()], "ms", width=24),
+        P("Latency p50 by operation", [t(aquantile(0.5, h), op) for op, (h, _) in ops.items()], "ms"),
+        P("Object sizes (get_object_size)", [t(aquantile(0.5, size), "p50"), t(aquantile(0.95, size), "p95")],
           "bytes"),
     ], ("storage",))
 
@@ -452,6 +501,12 @@ def render() -> dict[Path, str]:
         files[HERE / f"{name}.json"] = text
         ts.append(f"export const {name.replace('-', '_')}: CheckedDashboard = {text.rstrip()};\n")
     files[TS_OUT] = "\n".join(ts)
+    files[RULES_OUT] = ("# Generated by collector/dashboards/generate.py from telemetry/catalogue.py: do not edit.\n"
+                        "# Storage metrics carry per-object labels, so most series count one operation and never\n"
+                        "# move: rate() over them is 0. These rules sum each family over those labels per instance\n"
+                        "# (one counter that grows with every operation); the storage dashboard and the\n"
+                        "# StorageOperationSlow alert read the sums.\n"
+                        + yaml.safe_dump(storage_rules(), sort_keys=False, width=200))
     return files
 
 

@@ -2107,7 +2107,7 @@ export const cache: CheckedDashboard = {
 export const storage: CheckedDashboard = {
   "uid": "tuist-storage",
   "title": "Tuist \u00b7 Remote storage",
-  "description": "Remote storage (S3-compatible) operations: rates, latency percentiles and object sizes.",
+  "description": "Remote storage (S3-compatible) operations: rates, latency percentiles and object sizes. Needs the recording rules in collector/rules/storage.yml (per-object series summed).",
   "tags": [
     "tuist",
     "telemetry",
@@ -2248,7 +2248,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "(sum (rate(tuist_storage_get_object_size_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(tuist_storage_delete_all_objects_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(tuist_storage_multipart_start_upload_duration_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(tuist_storage_get_object_as_string_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(tuist_storage_check_object_existence_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(tuist_storage_generate_download_presigned_url_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(tuist_storage_multipart_generate_upload_part_presigned_url_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(tuist_storage_multipart_complete_upload_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0))",
+          "expr": "(sum (rate(instance:tuist_storage_get_object_size_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(instance:tuist_storage_delete_all_objects_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(instance:tuist_storage_multipart_start_upload_duration_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(instance:tuist_storage_get_object_as_string_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(instance:tuist_storage_check_object_existence_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(instance:tuist_storage_generate_download_presigned_url_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(instance:tuist_storage_multipart_generate_upload_part_presigned_url_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0)) + (sum (rate(instance:tuist_storage_multipart_complete_upload_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])) or vector(0))",
           "legendFormat": "ops/s",
           "range": true,
           "instant": false
@@ -2314,7 +2314,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "max(label_replace(histogram_quantile(0.95, sum by (le) (rate(tuist_storage_get_object_size_duration_miliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"get_object_size\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(tuist_storage_delete_all_objects_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"delete_all_objects\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(tuist_storage_multipart_start_upload_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"multipart_start_upload\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(tuist_storage_get_object_as_string_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"get_object_as_string\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(tuist_storage_check_object_existence_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"check_object_existence\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(tuist_storage_generate_download_presigned_url_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"generate_download_presigned_url\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(tuist_storage_multipart_generate_upload_part_presigned_url_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"multipart_generate_upload_part_presigned_url\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(tuist_storage_multipart_complete_upload_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"multipart_complete_upload\", \"\", \"\"))",
+          "expr": "max(label_replace(histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_get_object_size_duration_miliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"get_object_size\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_delete_all_objects_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"delete_all_objects\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_multipart_start_upload_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"multipart_start_upload\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_get_object_as_string_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"get_object_as_string\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_check_object_existence_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"check_object_existence\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_generate_download_presigned_url_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"generate_download_presigned_url\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_multipart_generate_upload_part_presigned_url_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"multipart_generate_upload_part_presigned_url\", \"\", \"\") or label_replace(histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_multipart_complete_upload_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))), \"operation\", \"multipart_complete_upload\", \"\", \"\"))",
           "legendFormat": "p95",
           "range": true,
           "instant": false
@@ -2380,7 +2380,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(tuist_storage_get_object_size_size_bytes_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(instance:tuist_storage_get_object_size_size_bytes_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "p50",
           "range": true,
           "instant": false
@@ -2446,7 +2446,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_storage_get_object_size_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "sum (rate(instance:tuist_storage_get_object_size_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "get_object_size",
           "range": true,
           "instant": false
@@ -2458,7 +2458,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_storage_delete_all_objects_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "sum (rate(instance:tuist_storage_delete_all_objects_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "delete_all_objects",
           "range": true,
           "instant": false
@@ -2470,7 +2470,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_storage_multipart_start_upload_duration_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "sum (rate(instance:tuist_storage_multipart_start_upload_duration_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "multipart_start_upload",
           "range": true,
           "instant": false
@@ -2482,7 +2482,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_storage_get_object_as_string_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "sum (rate(instance:tuist_storage_get_object_as_string_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "get_object_as_string",
           "range": true,
           "instant": false
@@ -2494,7 +2494,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_storage_check_object_existence_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "sum (rate(instance:tuist_storage_check_object_existence_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "check_object_existence",
           "range": true,
           "instant": false
@@ -2506,7 +2506,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_storage_generate_download_presigned_url_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "sum (rate(instance:tuist_storage_generate_download_presigned_url_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "generate_download_presigned_url",
           "range": true,
           "instant": false
@@ -2518,7 +2518,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_storage_multipart_generate_upload_part_presigned_url_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "sum (rate(instance:tuist_storage_multipart_generate_upload_part_presigned_url_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "multipart_generate_upload_part_presigned_url",
           "range": true,
           "instant": false
@@ -2530,7 +2530,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "sum (rate(tuist_storage_multipart_complete_upload_count{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
+          "expr": "sum (rate(instance:tuist_storage_multipart_complete_upload_count:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))",
           "legendFormat": "multipart_complete_upload",
           "range": true,
           "instant": false
@@ -2620,7 +2620,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.95, sum by (le) (rate(tuist_storage_get_object_size_duration_miliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_get_object_size_duration_miliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "get_object_size",
           "range": true,
           "instant": false
@@ -2632,7 +2632,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.95, sum by (le) (rate(tuist_storage_delete_all_objects_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_delete_all_objects_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "delete_all_objects",
           "range": true,
           "instant": false
@@ -2644,7 +2644,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.95, sum by (le) (rate(tuist_storage_multipart_start_upload_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_multipart_start_upload_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "multipart_start_upload",
           "range": true,
           "instant": false
@@ -2656,7 +2656,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.95, sum by (le) (rate(tuist_storage_get_object_as_string_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_get_object_as_string_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "get_object_as_string",
           "range": true,
           "instant": false
@@ -2668,7 +2668,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.95, sum by (le) (rate(tuist_storage_check_object_existence_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_check_object_existence_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "check_object_existence",
           "range": true,
           "instant": false
@@ -2680,7 +2680,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.95, sum by (le) (rate(tuist_storage_generate_download_presigned_url_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_generate_download_presigned_url_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "generate_download_presigned_url",
           "range": true,
           "instant": false
@@ -2692,7 +2692,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.95, sum by (le) (rate(tuist_storage_multipart_generate_upload_part_presigned_url_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_multipart_generate_upload_part_presigned_url_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "multipart_generate_upload_part_presigned_url",
           "range": true,
           "instant": false
@@ -2704,7 +2704,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.95, sum by (le) (rate(tuist_storage_multipart_complete_upload_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_multipart_complete_upload_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "multipart_complete_upload",
           "range": true,
           "instant": false
@@ -2794,7 +2794,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(tuist_storage_get_object_size_duration_miliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(instance:tuist_storage_get_object_size_duration_miliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "get_object_size",
           "range": true,
           "instant": false
@@ -2806,7 +2806,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(tuist_storage_delete_all_objects_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(instance:tuist_storage_delete_all_objects_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "delete_all_objects",
           "range": true,
           "instant": false
@@ -2818,7 +2818,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(tuist_storage_multipart_start_upload_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(instance:tuist_storage_multipart_start_upload_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "multipart_start_upload",
           "range": true,
           "instant": false
@@ -2830,7 +2830,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(tuist_storage_get_object_as_string_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(instance:tuist_storage_get_object_as_string_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "get_object_as_string",
           "range": true,
           "instant": false
@@ -2842,7 +2842,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(tuist_storage_check_object_existence_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(instance:tuist_storage_check_object_existence_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "check_object_existence",
           "range": true,
           "instant": false
@@ -2854,7 +2854,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(tuist_storage_generate_download_presigned_url_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(instance:tuist_storage_generate_download_presigned_url_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "generate_download_presigned_url",
           "range": true,
           "instant": false
@@ -2866,7 +2866,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(tuist_storage_multipart_generate_upload_part_presigned_url_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(instance:tuist_storage_multipart_generate_upload_part_presigned_url_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "multipart_generate_upload_part_presigned_url",
           "range": true,
           "instant": false
@@ -2878,7 +2878,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(tuist_storage_multipart_complete_upload_duration_milliseconds_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(instance:tuist_storage_multipart_complete_upload_duration_milliseconds_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "multipart_complete_upload",
           "range": true,
           "instant": false
@@ -2968,7 +2968,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.5, sum by (le) (rate(tuist_storage_get_object_size_size_bytes_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.5, sum by (le) (rate(instance:tuist_storage_get_object_size_size_bytes_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "p50",
           "range": true,
           "instant": false
@@ -2980,7 +2980,7 @@ export const storage: CheckedDashboard = {
             "uid": "${datasource}"
           },
           "editorMode": "code",
-          "expr": "histogram_quantile(0.95, sum by (le) (rate(tuist_storage_get_object_size_size_bytes_bucket{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
+          "expr": "histogram_quantile(0.95, sum by (le) (rate(instance:tuist_storage_get_object_size_size_bytes_bucket:sum{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval])))",
           "legendFormat": "p95",
           "range": true,
           "instant": false

@@ -103,30 +103,34 @@ class Recorder:
         ex.finished = True
         try:
             now = time.perf_counter_ns()
+            start = ex.start
+            first = ex.first
             count, duration = self._request_series(ex.method, ex.host, ex.error or ex.status or "other")
             count.inc()
-            duration.observe(now - ex.start)
+            duration.observe(now - start)
             host = self._host_series(ex.host)
-            if ex.first:
-                host.counts[0].inc()
-                host.durations[0].observe(ex.first - ex.start)
-            if ex.connected:
-                host.counts[1].inc()
-                host.durations[1].observe(ex.connect_ns)
+            counts, durations = host.counts, host.durations
+            if first:
+                counts[0].inc()
+                durations[0].observe(first - start)
+            connected = ex.connected
+            if connected:
+                counts[1].inc()
+                durations[1].observe(ex.connect_ns)
             if ex.sent:
-                host.counts[2].inc()
-                host.durations[2].observe(ex.send_ns)
+                counts[2].inc()
+                durations[2].observe(ex.send_ns)
             if ex.headers_received:
-                host.counts[3].inc()
-                host.durations[3].observe(ex.receive_ns)
+                counts[3].inc()
+                durations[3].observe(ex.receive_ns)
             stream = ex.stream
             if stream is not None:
-                if ex.connected:
+                if connected:
                     host.idle.observe(0)
                 else:
                     released = getattr(stream, _RELEASED, None)
-                    if released is not None and ex.first:
-                        host.idle.observe(max(ex.first - released, 0))
+                    if released is not None and first > released:
+                        host.idle.observe(first - released)
                 # a stream type that takes no attributes just gets no idle time for its connection
                 with contextlib.suppress(AttributeError, TypeError):
                     setattr(stream, _RELEASED, now)
@@ -197,7 +201,7 @@ def _begin(request: httpx.Request, asynchronous: bool) -> Exchange:
     if isinstance(owner, Exchange):  # a request sent again: never chain a finished exchange's callback
         user = owner.user_trace
     ex = Exchange(request.method, request.url.raw_host.decode("ascii", "replace"), user)
-    extensions["trace"] = ex.atrace if asynchronous else ex.trace
+    extensions["trace"] = ex.atrace if asynchronous else ex.trace if user is not None else ex.observe
     return ex
 
 

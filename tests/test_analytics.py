@@ -376,12 +376,15 @@ def test_snippet_escapes_every_value(capture: CaptureServer, registry: Registry)
 
 # -- never in the way -----------------------------------------------------------------------------------------
 def _flood(a: Analytics, n: int) -> float:
-    """Capture n events; returns the slowest single call in seconds."""
+    """Capture n events; returns the slowest single call in seconds. The n calls together take well under a
+    second (≈10 µs each): nothing waits for the network, which here refuses at once or never answers."""
     worst = 0.0
+    begin = time.perf_counter()
     for i in range(n):
         start = time.perf_counter()
         assert a.capture(Event.RUN_REPORT, distinct_id=ALICE, properties={"i": i}) in (True, False)
         worst = max(worst, time.perf_counter() - start)
+    assert time.perf_counter() - begin < 1.0
     return worst
 
 
@@ -389,7 +392,7 @@ def test_host_down_never_blocks_and_shutdown_is_bounded(registry: Registry) -> N
     a = Analytics(KEY, f"http://127.0.0.1:{free_port()}", registry=registry, flush_interval=0.05,
                   max_retries=1)
     worst = _flood(a, 300)
-    assert worst < 0.05  # no network on the calling thread
+    assert worst < 0.25  # no network on the calling thread (a scheduling hiccup on a busy machine is not)
     # The uploader fails batches in the background; they are counted, not raised.
     deadline = time.monotonic() + 15
     while dropped(registry)["send_failed"] == 0 and time.monotonic() < deadline:
@@ -410,7 +413,7 @@ def test_black_holed_host_never_blocks_and_shutdown_is_bounded(registry: Registr
     with BlackHole() as hole:
         a = Analytics(KEY, hole.url, registry=registry, flush_interval=0.05, request_timeout=30)
         worst = _flood(a, 500)
-        assert worst < 0.05
+        assert worst < 0.25  # the upload hangs for 30 s: a call that waited for it would show
         deadline = time.monotonic() + 5
         while hole.connections == 0 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -100,6 +100,7 @@ class Analytics:
         self._client = Client(
             api_key, host=self.url, max_queue_size=queue_size, timeout=request_timeout, gzip=gzip,
             flush_interval=flush_interval, max_retries=max_retries, on_error=self._on_error,
+            # v0 (/batch/) pinned, so POSTHOG_CAPTURE_MODE in the environment cannot switch the wire protocol.
             before_send=self._before_send, capture_mode="v0",
             # Server-side events carry no IP; no feature-flag polling, no exception autocapture.
             disable_geoip=True, enable_local_evaluation=False)

@@ -16,12 +16,15 @@ the route's section and the per-request anonymous id. Disabled analytics: a pass
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from telemetry.analytics.client import Analytics
 from telemetry.analytics.context import enter_request, exit_request
 from telemetry.analytics.identity import User
+
+_log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -101,5 +104,6 @@ class PageViewMiddleware:
         try:
             user = self.user(scope)
         except Exception:
+            _log.exception("analytics: looking up the signed-in user failed; page view sent as anonymous")
             user = None
         self.analytics.page_view(_url(scope), route=path, user=user)

@@ -8,6 +8,7 @@ A signed-in visit: the browser sends the user's email (``$set``), the alias and 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.browser.chromium import Chromium
-from tests.conftest import require, require_binary
+from tests.conftest import free_port, require, require_binary
 from tests.posthog_capture import CaptureServer
 from tests.service_process import ServiceProcess
 from tests.test_service import issue_token
@@ -131,3 +132,47 @@ def test_signed_in_visit(service: ServiceProcess, capture: CaptureServer, browse
     assert browser.evaluate("posthog.getGroups()") == groups
     # Identified users keep posthog-js's default persistence (documented); only the session cookie is ours.
     assert {c["name"] for c in browser.cookies()} == {"tuist_session", f"ph_{KEY}_posthog"}
+
+
+def test_browser_page_views_when_turned_on(capture: CaptureServer, browser: Chromium) -> None:
+    """``snippet(capture_pageview=True)`` (pages that navigate without a server page load): posthog-js's own
+    ``$pageview`` already carries ``page_section`` and, anonymous, still stores nothing."""
+    import threading
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    from telemetry.analytics import Analytics, snippet
+    from telemetry.registry import Registry
+
+    analytics = Analytics(KEY, capture.url, registry=Registry())
+
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(f"<html><head>{snippet(analytics, request.url.path, capture_pageview=True)}</head>"
+                            "<body></body></html>")
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/{path:path}", page)]), host="127.0.0.1",
+                                           port=port, log_config=None, lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/api/docs/runs"
+        browser.navigate(url)
+        events = capture.wait_for(lambda ev: any(e["properties"].get("$current_url") == url
+                                                 for e in web(ev, "$pageview")))
+        (pageview,) = [e for e in web(events, "$pageview") if e["properties"]["$current_url"] == url]
+        assert pageview["properties"]["page_section"] == "api-docs"
+        assert pageview["properties"]["$process_person_profile"] is False
+        assert browser.cookies() == []
+        assert browser.evaluate("Object.keys(localStorage).concat(Object.keys(sessionStorage))") == []
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        analytics.shutdown(timeout=1)

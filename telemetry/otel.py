@@ -71,14 +71,33 @@ class OtlpCatalogueReader(PeriodicExportingMetricReader):
     """A periodic OTLP reader whose exports also carry the catalogue registry."""
 
     def __init__(self, exporter: Any, registry: Registry, **kwargs: Any) -> None:
-        super().__init__(exporter, **kwargs)
+        # Set before the base class starts its export thread.
         self._registry = registry
         self._start = time.time_ns()
+        self._resource = Resource.get_empty()
+        self._received = False
+        super().__init__(exporter, **kwargs)
+
+    def _set_meter_provider(self, meter_provider: Any) -> None:
+        super()._set_meter_provider(meter_provider)
+        self._resource = meter_provider._sdk_config.resource
+
+    def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]
+        # The SDK skips _receive_metrics when it has no metrics of its own (runtime metrics off, no
+        # instrumentation): the catalogue must be exported all the same. (collect is marked final in the
+        # SDK; this override only adds a call after the base behaviour.)
+        self._received = False
+        super().collect(timeout_millis=timeout_millis)
+        if not self._received and getattr(self, "_collect", None) is not None:
+            self._receive_metrics(MetricsData([]), timeout_millis)
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        self._received = True
+        scope = to_scope_metrics(self._registry, self._start)
         if metrics_data is not None and metrics_data.resource_metrics:
             first = metrics_data.resource_metrics[0]
-            scope = to_scope_metrics(self._registry, self._start)
             metrics_data = MetricsData([ResourceMetrics(first.resource, [*first.scope_metrics, scope],
                                                         first.schema_url), *metrics_data.resource_metrics[1:]])
+        else:
+            metrics_data = MetricsData([ResourceMetrics(self._resource, [scope], self._resource.schema_url)])
         super()._receive_metrics(metrics_data, timeout_millis, **kwargs)

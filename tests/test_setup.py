@@ -168,3 +168,25 @@ def test_otlp_push_carries_the_catalogue_beside_sdk_metrics(registry: Registry, 
     assert (hpoint.count, hpoint.sum, hpoint.min, hpoint.max) == (1, 250.0, 250.0, 250.0)
     assert list(hpoint.bucket_counts)[:3] == [0, 1, 0]
     assert metrics["tuist_runs_duration_milliseconds"].unit == "ms"
+
+
+def test_otlp_push_without_any_sdk_metrics_still_carries_the_catalogue(
+        registry: Registry, otlp_sink: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With runtime metrics off and no instrumentation the SDK collects nothing; the catalogue is pushed anyway."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    url, bodies = otlp_sink
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", url)
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+    t = telemetry.setup(registry=registry, serve=False, runtime_metrics=False, service_name="quiet")
+    t.recorders.cache.event("remote_hit")
+    telemetry.shutdown()
+    assert bodies, "nothing was pushed"
+    request = ExportMetricsServiceRequest()
+    request.ParseFromString(bodies[-1])
+    [resource] = request.resource_metrics
+    assert {a.key: a.value.string_value for a in resource.resource.attributes}["service.name"] == "quiet"
+    metrics = {m.name: m for sm in resource.scope_metrics for m in sm.metrics}
+    points = {p.attributes[0].value.string_value: p.as_int for p in metrics["tuist_cache_events_total"].sum.data_points}
+    assert points == {"remote_hit": 1}

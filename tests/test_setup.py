@@ -189,4 +189,4 @@ def test_otlp_push_without_any_sdk_metrics_still_carries_the_catalogue(
     assert {a.key: a.value.string_value for a in resource.resource.attributes}["service.name"] == "quiet"
     metrics = {m.name: m for sm in resource.scope_metrics for m in sm.metrics}
     points = {p.attributes[0].value.string_value: p.as_int for p in metrics["tuist_cache_events_total"].sum.data_points}
-    assert points == {"remote_hit": 1}
+    assert points == {"local_hit": 0, "miss": 0, "remote_hit": 1}  # the recorder binds all three up front

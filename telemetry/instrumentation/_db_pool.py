@@ -20,7 +20,7 @@ OTHER = "OTHER"
 _PREFIX = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", re.DOTALL)
 _WORD = re.compile(r"[A-Za-z]+")
 _CACHE_LIMIT = 4096
-_kinds: dict[str, str] = {}
+KIND_CACHE: dict[str, str] = {}  # statement text -> kind; read directly on the hot path
 
 
 def statement_kind(statement: object) -> str:
@@ -29,7 +29,7 @@ def statement_kind(statement: object) -> str:
     ``WITH ...`` (a CTE), DDL, transactions and anything unreadable are OTHER. Results are cached by statement
     text: SQLAlchemy's compiled cache hands the same strings over and over.
     """
-    kind = _kinds.get(statement) if isinstance(statement, str) else None
+    kind = KIND_CACHE.get(statement) if isinstance(statement, str) else None
     if kind is not None:
         return kind
     if not isinstance(statement, str):
@@ -37,9 +37,9 @@ def statement_kind(statement: object) -> str:
     match = _WORD.match(statement, _PREFIX.match(statement).end())  # type: ignore[union-attr]
     word = match.group().upper() if match else OTHER
     kind = word if word in STATEMENT_KINDS else OTHER
-    if len(_kinds) >= _CACHE_LIMIT:
-        _kinds.clear()  # a workload with endless distinct statements must not grow memory
-    _kinds[statement] = kind
+    if len(KIND_CACHE) >= _CACHE_LIMIT:
+        KIND_CACHE.clear()  # a workload with endless distinct statements must not grow memory
+    KIND_CACHE[statement] = kind
     return kind
 
 

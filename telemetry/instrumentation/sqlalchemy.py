@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from telemetry.catalogue import STATEMENT_KINDS
-from telemetry.instrumentation._db_pool import pool_state, statement_kind
+from telemetry.instrumentation._db_pool import KIND_CACHE, pool_state, statement_kind
 from telemetry.registry import CounterChild, GaugeFamily, HistogramChild, Registry, default_registry
 
 __all__ = ["instrument_sqlalchemy", "instrumented_engines", "uninstrument_sqlalchemy"]
@@ -97,7 +97,7 @@ class _EngineInstrumentation:
         self._replaced: dict[str, Any] = {}
         for method in _EXECUTE_METHODS:
             self._replaced[method] = vars(self._dialect).get(method)  # an instance attribute someone else set
-            setattr(self._dialect, method, self._timed(getattr(self._dialect, method)))
+            setattr(self._dialect, method, self._timed(getattr(self._dialect, method), method))
         self._tracer: Any = None
         if spans or (spans is None and _tracing_configured(tracer_provider)):
             self._tracer = _attach_engine_tracer(engine, tracer_provider)
@@ -114,22 +114,51 @@ class _EngineInstrumentation:
         self._disconnected.inc()
 
     # statement timing -------------------------------------------------------------------------------------
-    def _timed(self, original: Callable[..., Any]) -> Callable[..., Any]:
+    def _timed(self, original: Callable[..., Any], method: str) -> Callable[..., Any]:
+        """``original`` timed. Spelled out per signature and without ``*args``: this runs on every statement,
+        and the cheapest statement (SQLite ``SELECT 1``) takes about 25 µs."""
         durations = self._durations
         clock = time.perf_counter_ns
+        kinds = KIND_CACHE
 
-        def timed(cursor: Any, statement: Any, *rest: Any) -> Any:
-            start = clock()
+        def record(statement: Any, elapsed: int) -> None:
             try:
-                return original(cursor, statement, *rest)
-            finally:
+                durations[kinds.get(statement) or statement_kind(statement)].observe(elapsed / 1e6)
+            except Exception:  # recording must never fail the caller's query
+                _log.debug("query duration not recorded", exc_info=True)
+
+        timed: Callable[..., Any]
+        if method == "do_execute_no_params":
+            def timed_no_params(cursor: Any, statement: Any, context: Any = None) -> Any:
+                start = clock()
+                try:
+                    result = original(cursor, statement, context)
+                except BaseException:
+                    record(statement, clock() - start)
+                    raise
                 elapsed = clock() - start
                 try:
-                    durations[statement_kind(statement)].observe(elapsed / 1e6)
-                except Exception:  # recording must never fail the caller's query
+                    durations[kinds.get(statement) or statement_kind(statement)].observe(elapsed / 1e6)
+                except Exception:
                     _log.debug("query duration not recorded", exc_info=True)
-
-        timed.__wrapped__ = original  # type: ignore[attr-defined]
+                return result
+            timed = timed_no_params
+        else:
+            def timed_with_params(cursor: Any, statement: Any, parameters: Any, context: Any = None) -> Any:
+                start = clock()
+                try:
+                    result = original(cursor, statement, parameters, context)
+                except BaseException:
+                    record(statement, clock() - start)
+                    raise
+                elapsed = clock() - start
+                try:  # inline rather than record(): one call less on every statement
+                    durations[kinds.get(statement) or statement_kind(statement)].observe(elapsed / 1e6)
+                except Exception:
+                    _log.debug("query duration not recorded", exc_info=True)
+                return result
+            timed = timed_with_params
+        timed.__wrapped__ = original  # type: ignore[union-attr]
         return timed
 
     def remove(self, engine: Engine | None) -> None:

@@ -206,11 +206,16 @@ class Settings:
         """Check values given as arguments the same way environment values are checked."""
         for f in FIELDS:
             value = getattr(self, f.attr)
-            if isinstance(value, str) and f.parse is not _text:
-                try:
-                    f.parse(value)
-                except ValueError as exc:
-                    raise SettingsError(f"{f.attr} (env {f.env}) = {value!r} is not valid: {exc}") from None
+            if f.parse is _text or not isinstance(value, str | bool | int | float):
+                continue
+            try:
+                # An argument may be given as text, like the variable ("false", "9200"): parse it, so that
+                # target_info="false" is False rather than a truthy string. Numbers are range-checked.
+                parsed = f.parse(value if isinstance(value, str) else str(value).lower())
+            except (ValueError, KeyError) as exc:
+                raise SettingsError(f"{f.attr} (env {f.env}) = {value!r} is not valid: {exc}") from None
+            if isinstance(value, str) and not isinstance(parsed, str):
+                object.__setattr__(self, f.attr, parsed)
         if isinstance(self.metrics_port, int):
             try:
                 _port(str(self.metrics_port))

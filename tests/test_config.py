@@ -115,3 +115,24 @@ def test_markdown_table_lists_every_variable_with_its_default() -> None:
         assert sum(line.startswith(f"| `{f.env}` |") for line in lines) == 1
     assert "| `TUIST_METRICS_PORT` | `9091` |" in table
     assert "| `TUIST_METRICS_TARGET_INFO` | `true` |" in table
+
+
+@pytest.mark.parametrize(("attr", "value", "why"), [
+    ("cardinality_limit", 0, "at least 1"),
+    ("cardinality_limit", True, "invalid literal"),
+    ("cardinality_limit", 2.5, "invalid literal"),
+    ("gauge_refresh_seconds", -1.0, "above 0"),
+    ("target_info", "maybe", "true or false"),
+])
+def test_arguments_are_checked_like_environment_values(attr: str, value: object, why: str) -> None:
+    with pytest.raises(SettingsError, match=rf"{attr} \(env {ENV[attr]}\) = .* is not valid: .*{why}"):
+        Settings.from_env({}, **{attr: value})
+
+
+def test_text_arguments_are_parsed_like_environment_values() -> None:
+    s = Settings.from_env({}, target_info="false", metrics_port="9200", cardinality_limits="tuist_runs_total=3",
+                          gauge_refresh_seconds="1.5")
+    assert s.target_info is False, "the string 'false' must not be truthy"
+    assert s.metrics_port == 9200 and dict(s.cardinality_limits) == {"tuist_runs_total": 3}
+    assert s.gauge_refresh_seconds == 1.5
+    assert Settings().replace(scope_labels="yes").scope_labels is True

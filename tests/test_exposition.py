@@ -39,6 +39,13 @@ def test_format_float_matches_prometheus_client(value: float) -> None:
     assert format_float(value) == floatToGoString(value)
 
 
+@pytest.mark.parametrize(("value", "go"), [(1e10, "1e+10"), (12345678901.5, "1.23456789015e+10"),
+                                         (2.5e9, "2.5e+09"), (1e15, "1e+15")])
+def test_format_float_large_exponents_as_go_writes_them(value: float, go: str) -> None:
+    """prometheus_client writes 1e+010 here (a bug both parsers tolerate); Go's strconv writes 1e+10."""
+    assert format_float(value) == go
+
+
 def test_format_float_ints_and_nan() -> None:
     assert format_float(3) == "3" and format_float(10**12) == "1000000000000"
     assert format_float(float("nan")) == "NaN"

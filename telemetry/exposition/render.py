@@ -43,7 +43,7 @@ def format_float(value: float | int) -> str:
     dot = s.find(".")
     if value > 0 and dot > 6:  # Go switches to exponent notation sooner than Python
         mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
-        return f"{mantissa}e+0{dot - 1}"
+        return f"{mantissa}e+{dot - 1:02d}"  # two exponent digits at least, as Go: 1e+06, 1e+10
     return s
 
 

@@ -242,3 +242,20 @@ def test_accounts_failing_callback_keeps_previous_values(rec: Recorders, registr
     assert "must return AccountCounts" in caplog.text
     assert registry.gauge("tuist_projects_total").labels().value == 1
     rec.accounts.unregister()
+
+
+@pytest.mark.parametrize("bad", [-1, math.nan, math.inf, True, "12"])
+def test_storage_bad_size_raises_and_records_nothing(rec: Recorders, registry: Registry, bad: object) -> None:
+    with rec.storage.operation("get_object_size", object_key="k") as handle:
+        handle.size_bytes = 10
+    before = (values(registry, "tuist_storage_get_object_size_count"),
+              hist(registry, "tuist_storage_get_object_size_duration_miliseconds"),
+              hist(registry, "tuist_storage_get_object_size_size_bytes"))
+    with pytest.raises(ValueError, match="tuist_storage_get_object_size_size_bytes: size_bytes must be a number "
+                                         "of bytes >= 0"), rec.storage.operation("get_object_size",
+                                                                                  object_key="k") as handle:
+        handle.size_bytes = bad  # type: ignore[assignment]
+    after = (values(registry, "tuist_storage_get_object_size_count"),
+             hist(registry, "tuist_storage_get_object_size_duration_miliseconds"),
+             hist(registry, "tuist_storage_get_object_size_size_bytes"))
+    assert after == before

@@ -18,6 +18,7 @@ from telemetry.catalogue import CATALOGUE, STORAGE_OPERATIONS, Kind
 from telemetry.registry import CounterFamily, HistogramChild, HistogramFamily, LabelValue, Registry
 
 P = ParamSpec("P")
+_INF = float("inf")
 R = TypeVar("R")
 
 
@@ -42,12 +43,13 @@ class _Families:
 class Operation:
     """A running storage operation; set ``size_bytes`` inside a ``get_object_size`` block."""
 
-    __slots__ = ("_count", "_duration", "_size", "_start", "size_bytes")
+    __slots__ = ("_count", "_duration", "_families_size_name", "_size", "_start", "size_bytes")
 
     def __init__(self, families: _Families, labels: tuple[LabelValue, ...]) -> None:
         self._count = families.count.labels(*labels)
         self._duration = families.duration.labels(*labels)
         self._size: HistogramChild | None = families.size.labels(*labels) if families.size else None
+        self._families_size_name = families.size.name if families.size else ""
         self.size_bytes: int | None = None
         self._start = 0
 
@@ -57,10 +59,14 @@ class Operation:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        size = self.size_bytes if self._size is not None else None
+        # Checked before anything is recorded, so a bad size leaves every series as it was.
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int | float) or not 0 <= size < _INF):
+            raise ValueError(f"{self._families_size_name}: size_bytes must be a number of bytes >= 0, got {size!r}")
         self._duration.observe((time.perf_counter_ns() - self._start) / 1e6)
         self._count.inc()
-        if self._size is not None and self.size_bytes is not None:
-            self._size.observe(self.size_bytes)
+        if self._size is not None and size is not None:
+            self._size.observe(size)
 
 
 class Storage:

@@ -151,5 +151,7 @@ def shutdown() -> None:
     global _current
     with _lock:
         if _current is not None:
-            _current.shutdown()
-            _current = None
+            try:
+                _current.shutdown()
+            finally:  # a failing step must not leave a stopped instance that setup() would hand out again
+                _current = None

@@ -192,7 +192,7 @@ def test_accounts_gauges_come_from_a_cached_callback(rec: Recorders, registry: R
         gate.wait(5)
         return AccountCounts(projects=12, organizations=4, users=57 + len(calls))
 
-    rec.accounts.register(fetch, refresh_seconds=0.2)
+    rec.accounts.register(fetch, refresh_seconds=1.0)
     registry.observe_gauges()
     # Until the first fetch finishes there is no sample rather than a false zero, and scrapes do not wait.
     assert registry.gauge("tuist_projects_total").series() == []
@@ -207,7 +207,7 @@ def test_accounts_gauges_come_from_a_cached_callback(rec: Recorders, registry: R
     for _ in range(5):
         registry.observe_gauges()
     assert len(calls) == 1, "the cached value is reused within refresh_seconds"
-    time.sleep(0.25)
+    time.sleep(1.05)
     registry.observe_gauges()  # stale: serves the old value, refreshes in the background
     deadline = time.monotonic() + 5
     while registry.gauge("tuist_accounts_users_total").labels().value != 59 and time.monotonic() < deadline:
@@ -216,7 +216,7 @@ def test_accounts_gauges_come_from_a_cached_callback(rec: Recorders, registry: R
     assert len(calls) == 2
     assert registry.gauge("tuist_accounts_users_total").labels().value == 59
     rec.accounts.unregister()
-    time.sleep(0.25)
+    time.sleep(1.05)
     registry.observe_gauges()
     time.sleep(0.05)
     assert len(calls) == 2

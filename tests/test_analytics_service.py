@@ -117,14 +117,23 @@ def test_posthog_down_or_black_holed_changes_nothing_for_requests(tmp_path: Path
                 s.wait_ready()
             clients = [httpx.Client(base_url=s.url, timeout=10) for s in services]
             _latencies(clients, ["/", "/api/docs"], 20)  # warm-up
-            off, on_down, on_hole = _latencies(clients, ["/", "/api/docs", "/health/live"], 150)
+            # Generous margins for a shared 2-core machine; bench/bench_analytics.py holds the 1.1x target.
+            # Other processes' noise only adds latency, so a configuration gets three tries; waiting on the
+            # network (refused at once, or never answered for 0.5 s per upload) would fail all three.
+            attempts = []
+            for _ in range(3):
+                off, on_down, on_hole = _latencies(clients, ["/", "/api/docs", "/health/live"], 150)
+                figures = {name: (p99(samples), statistics.median(samples))
+                           for name, samples in (("off", off), ("down", on_down), ("black-holed", on_hole))}
+                attempts.append(figures)
+                p99_off, median_off = figures["off"]
+                if all(p <= max(1.5 * p99_off, p99_off + 0.010) and m <= 1.5 * median_off + 0.002
+                       for p, m in (figures["down"], figures["black-holed"])):
+                    break
+            else:
+                raise AssertionError(f"latency with analytics on vs off, (p99, median) s per try: {attempts}")
             for client in clients:
                 client.close()
-            # Generous margins for a shared 2-core machine; bench/bench_analytics.py holds the 1.1x target.
-            for name, samples in (("down", on_down), ("black-holed", on_hole)):
-                assert p99(samples) <= max(1.5 * p99(off), p99(off) + 0.010), (
-                    name, p99(samples), p99(off))
-                assert statistics.median(samples) <= 1.5 * statistics.median(off) + 0.002, name
             # The uploads failed in the background and were counted, not raised.
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -144,7 +153,7 @@ def test_posthog_down_or_black_holed_changes_nothing_for_requests(tmp_path: Path
                 assert s.stop() == 143, s.output()  # SIGTERM handled: the service closed everything
                 took = time.monotonic() - start
                 assert took < 8, (took, s.output())
-                print(f"{s.data_dir.parent.name}: stopped in {took:.2f} s")
+                assert "Traceback" not in s.output()
         finally:
             for s in services:
                 s.stop()

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run simulate test lint bench readme clean
+.PHONY: setup run simulate test lint bench readme clean stack dashboard-deps
 
 # npm projects the tests use: the dashboards' type check and posthog-js for the browser test.
 NPM_DIRS := collector/typecheck tests/browser
@@ -30,6 +30,14 @@ run: setup
 
 simulate: setup
 	$(PY) -m telemetry simulate
+
+# Prometheus and Alertmanager (Debian packages) on loopback with collector/ configs, scraping the service of
+# `make run` (run it in another terminal); prints the URLs; Ctrl-C stops both by PID. See docs/deployment.md.
+stack: setup
+	$(PY) collector/stack.py
+
+# The dashboards' type-check project only (@grafana/schema + typescript, from its package-lock.json).
+dashboard-deps: collector/typecheck/node_modules/.installed
 
 lint: setup
 	$(PY) -m ruff check telemetry tests bench scripts

@@ -449,6 +449,9 @@ def test_exceptions_are_swallowed_logged_and_counted(analytics: Analytics, regis
     with caplog.at_level(logging.ERROR, logger="telemetry.analytics"):
         assert analytics.capture("run_report", properties=Exploding(a=1)) is False
     assert dropped(registry)["error"] == 1
+    analytics.alias(None)  # type: ignore[arg-type]  # a programming error still does not raise
+    analytics.group_identify("project", None, name=object())  # type: ignore[arg-type]
+    assert dropped(registry)["error"] == 2
     assert any("boom" in (r.exc_text or "") or r.exc_info for r in caplog.records)
     # Broken middleware user lookups do not break the page either.
     import asyncio

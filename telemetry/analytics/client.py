@@ -18,12 +18,13 @@ posthog 7.x has no ``identify()``: ``identify`` sends the ``$identify`` event wi
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from telemetry.analytics.context import current_request
 from telemetry.analytics.events import (
@@ -52,6 +53,20 @@ _NESTED = ("$set", "$set_once", "$group_set")
 # properties, groups.
 _Item = tuple[str, str | None, dict[str, Any], dict[str, str]]
 _STOP: Any = object()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _never_raises(method: F) -> F:
+    """Analytics must never break a request: a failing call is logged and counted (``error``), not raised."""
+    @functools.wraps(method)
+    def wrapper(self: Analytics, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            _log.exception("analytics: %s failed", method.__name__)
+            self._drop("error")
+            return None
+    return wrapper  # type: ignore[return-value]
 
 
 class Analytics:
@@ -133,12 +148,14 @@ class Analytics:
         return self.sections(route)
 
     # -- identity -------------------------------------------------------------------------------------------
+    @_never_raises
     def identify(self, user: User, *, route: str | None = None) -> None:
         """Identify a signed-in user: distinct id = user id, email as a person property (``$identify`` with
         ``$set``, since posthog 7.x has no identify())."""
         person = {"email": user.email} if user.email else {}
         self.capture(IDENTIFY, distinct_id=user, properties={"$set": person}, route=route)
 
+    @_never_raises
     def alias(self, user: User, *, route: str | None = None) -> None:
         """Alias the user's id to their account name (``$create_alias``)."""
         if not user.account_name:
@@ -146,6 +163,7 @@ class Analytics:
         self.capture(CREATE_ALIAS, distinct_id=user, groups={},
                      properties={"distinct_id": user.distinct_id, "alias": user.account_name}, route=route)
 
+    @_never_raises
     def group_identify(self, group_type: str, key: str, *, name: str | None = None,
                        properties: Mapping[str, Any] | None = None, distinct_id: DistinctId | None = None,
                        route: str | None = None) -> None:
@@ -159,6 +177,7 @@ class Analytics:
                      properties={"$group_type": group_type, "$group_key": key, "$group_set": group_set},
                      route=route)
 
+    @_never_raises
     def sign_in(self, user: User, *, route: str | None = None) -> None:
         """Everything to send when a user signs in: identify, alias, and their groups' names."""
         self.identify(user, route=route)

@@ -475,3 +475,28 @@ def test_shutdown_flushes_what_is_queued(capture: CaptureServer, registry: Regis
     assert time.monotonic() - start < 5
     assert sorted(e["properties"]["i"] for e in capture.events) == list(range(250))
     assert sum(dropped(registry).values()) == 0
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"TUIST_POSTHOG_DENY_PROPERTIES": "email,,plan"}, "TUIST_POSTHOG_DENY_PROPERTIES"),
+    ({"TUIST_POSTHOG_SHUTDOWN_TIMEOUT": "0"}, "TUIST_POSTHOG_SHUTDOWN_TIMEOUT"),
+    ({"TUIST_POSTHOG_QUEUE_SIZE": "0"}, "TUIST_POSTHOG_QUEUE_SIZE"),
+    ({"TUIST_POSTHOG_REQUEST_TIMEOUT": "soon"}, "TUIST_POSTHOG_REQUEST_TIMEOUT"),
+])
+def test_bad_analytics_settings_fail_at_startup_naming_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+def test_settings_reach_the_client(capture: CaptureServer, registry: Registry) -> None:
+    a = Analytics.from_settings(Settings.from_env({
+        "TUIST_POSTHOG_API_KEY": KEY, "TUIST_POSTHOG_URL": capture.url, "TUIST_POSTHOG_SHUTDOWN_TIMEOUT": "1.5",
+        "TUIST_POSTHOG_QUEUE_SIZE": "7", "TUIST_POSTHOG_REQUEST_TIMEOUT": "0.25",
+        "TUIST_POSTHOG_SCRIPT_URL": "https://cdn.test/ph.js", "TUIST_POSTHOG_DENY_PROPERTIES": "a, b"}),
+        registry=registry)
+    try:
+        assert a.shutdown_timeout == 1.5 and a._queue.maxsize == 7 and a._client.timeout == 0.25
+        assert a.script_url == "https://cdn.test/ph.js" and a.deny_properties == {"a", "b"}
+        assert snippet(a, "/").startswith('<script src="https://cdn.test/ph.js">')
+    finally:
+        a.shutdown(timeout=1)

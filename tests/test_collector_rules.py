@@ -191,3 +191,11 @@ def test_every_alert_severity_has_a_route() -> None:
 @pytest.fixture(scope="module")
 def exported() -> set[str]:
     return exported_names()
+
+
+def test_every_alert_has_a_runbook_in_the_deployment_doc() -> None:
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    for name, rule in _alerts().items():
+        assert f"\n### {name}\n" in doc, name
+        assert f"| {name} |" in doc, name  # and a row in the alerts table
+        assert rule["labels"]["severity"] in doc.split(f"| {name} |", 1)[1].split("\n", 1)[0], name

@@ -9,8 +9,9 @@ Every request's behaviour comes from its query string, so one server serves ever
 
 The server speaks HTTP/1.1 with keep-alive, counts the TCP connections it accepted (to tell new connections
 from reused ones) and, with ``tls=True``, serves HTTPS with a certificate from a fresh in-memory CA
-(trustme); ``client_ssl_context()`` trusts it. Use it as a context manager: the server thread is stopped and
-every socket closed on exit.
+(trustme); ``client_ssl_context()`` trusts it. ``handshake_delay=S`` makes the server wait S seconds before
+answering each TLS handshake (a slow handshake whose time is known). Use it as a context manager: the server
+thread is stopped and every socket closed on exit.
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None, handshake_delay: float = 0.0) -> None:
         self.accepted = 0
+        self.handshake_delay = handshake_delay
         self._ssl_context = ssl_context
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
@@ -89,6 +91,8 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if isinstance(request, ssl.SSLSocket):
+            if self.handshake_delay:
+                time.sleep(self.handshake_delay)
             try:
                 request.do_handshake()  # in the handler thread, so a slow handshake blocks nobody else
             except (OSError, ssl.SSLError):
@@ -113,7 +117,7 @@ class _Server(http.server.ThreadingHTTPServer):
 class LoopbackServer:
     """``with LoopbackServer() as server: httpx.get(server.url + "/x?before=0.2")``."""
 
-    def __init__(self, *, tls: bool = False) -> None:
+    def __init__(self, *, tls: bool = False, handshake_delay: float = 0.0) -> None:
         self._ca: Any = None
         context = None
         if tls:
@@ -123,7 +127,7 @@ class LoopbackServer:
             cert = self._ca.issue_cert("127.0.0.1", "localhost")
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             cert.configure_cert(context)
-        self._server = _Server(context)
+        self._server = _Server(context, handshake_delay)
         self.port: int = self._server.server_address[1]
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},

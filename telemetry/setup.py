@@ -67,11 +67,14 @@ _lock = threading.Lock()
 
 
 def setup(settings: Settings | None = None, *, registry: Registry | None = None, serve: bool = True,
-          **overrides: Any) -> Telemetry:
+          set_global: bool = True, **overrides: Any) -> Telemetry:
     """Start telemetry once per process; later calls return the running instance.
 
     ``overrides`` are ``Settings`` fields (``metrics_port=0``, ``service_name="api"``, ...) and win over
     environment variables. ``serve=False`` skips the HTTP endpoint (``Telemetry.scrape()`` still renders).
+    ``set_global`` installs the MeterProvider as OpenTelemetry's global one, so instrumentation libraries
+    that use the global report to /metrics; OpenTelemetry allows that once per process, so only the first
+    ``setup()`` of a process does it.
     Raises ``SettingsError`` for a bad setting and ``ExpositionError`` when the port is taken.
     """
     global _current
@@ -89,6 +92,8 @@ def setup(settings: Settings | None = None, *, registry: Registry | None = None,
             _current = Telemetry(settings, registry, recorders)
             return _current
         _current = _start(settings, registry, recorders, serve)
+        if set_global and _current.meter_provider is not None:
+            _install_global(_current.meter_provider)
         return _current
 
 
@@ -139,6 +144,18 @@ def _otlp_reader(registry: Registry) -> Any:
     from telemetry.otel import OtlpCatalogueReader
 
     return OtlpCatalogueReader(OTLPMetricExporter(), registry)
+
+
+_global_installed = False
+
+
+def _install_global(provider: MeterProvider) -> None:
+    global _global_installed
+    if not _global_installed:
+        from opentelemetry import metrics
+
+        metrics.set_meter_provider(provider)
+        _global_installed = True
 
 
 def current() -> Telemetry | None:

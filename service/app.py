@@ -104,11 +104,14 @@ ROUTES = [
 
 def create_app(service: Service, *, instrument: bool = True) -> ASGIApp:
     """The service's ASGI app; ``instrument=False`` leaves out every telemetry middleware (benchmarks)."""
-    middleware = [Middleware(PageViewMiddleware, analytics=service.analytics)] if instrument else []
+    # Page views only when analytics are on: a disabled PageViewMiddleware would pass every request through.
+    middleware = ([Middleware(PageViewMiddleware, analytics=service.analytics)]
+                  if instrument and service.analytics.enabled else [])
     handlers: dict[Any, Any] = {HTTPException: http_error, Exception: server_error}
     app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=handlers)
     app.state.service = service
     if not instrument:
         return app
-    return instrument_asgi(app, registry=service.telemetry.registry, tracer_provider=service.tracing.provider,
-                           meter_provider=service.telemetry.meter_provider)
+    # Spans only when tracing exports them (service.tracing.provider is None otherwise); OpenTelemetry's own
+    # http.server.* metrics are left out: http_requests_total and http_request_duration_seconds cover them.
+    return instrument_asgi(app, registry=service.telemetry.registry, tracer_provider=service.tracing.provider)

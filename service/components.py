@@ -24,6 +24,8 @@ from telemetry.analytics import Analytics
 from telemetry.analytics import User as AnalyticsUser
 from telemetry.config import ENV as TELEMETRY_ENV
 from telemetry.health import Health
+from telemetry.instrumentation.httpx import instrument_httpx
+from telemetry.instrumentation.sqlalchemy import instrument_sqlalchemy
 from telemetry.tracing import Tracing, setup_tracing
 
 _log = logging.getLogger("service")
@@ -81,10 +83,6 @@ class Service:
     @classmethod
     def _build(cls, settings: ServiceSettings, running: Telemetry, tracing: Tracing,
                closers: list[Any]) -> Service:
-        from telemetry.instrumentation.httpx import instrument_httpx
-
-        from telemetry.instrumentation.sqlalchemy import instrument_sqlalchemy
-
         data = settings.data_path
         data.mkdir(parents=True, exist_ok=True)
         common: dict[str, Any] = {"registry": running.registry, "meter_provider": running.meter_provider,

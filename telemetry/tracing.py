@@ -1,10 +1,12 @@
 """Tracing and error reporting: a TracerProvider, OTLP/HTTP span export, and Sentry when a DSN is given.
 
-``setup_tracing()`` always creates a real ``TracerProvider`` (so log lines carry trace and span ids even when
-nothing is exported) and adds an OTLP/HTTP exporter only when the standard variables ask for one:
-``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, and ``OTEL_TRACES_EXPORTER``
-not ``none``. The exporter reads its headers, timeout and compression from the same standard variables.
-Sentry (``sentry-sdk``, the ``sentry`` extra) is initialised only when the caller passes a DSN.
+``setup_tracing()`` creates an SDK ``TracerProvider`` with an OTLP/HTTP exporter only when the standard
+variables ask for one: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, and
+``OTEL_TRACES_EXPORTER`` not ``none``; the exporter reads its headers, timeout and compression from the same
+variables. With no exporter there is no provider at all: spans nobody receives cost more than everything else
+on a request's path (about 120 µs for a recorded ASGI server span against 5 µs for the request metrics), so the
+instrumentation leaves spans off and log lines carry no trace ids. Sentry (``sentry-sdk``, the ``sentry``
+extra) is initialised only when the caller passes a DSN.
 """
 
 from __future__ import annotations
@@ -66,14 +68,17 @@ class Tracing:
 def setup_tracing(*, service_name: str = "", service_version: str = "", sentry_dsn: str = "",
                   sentry_environment: str = "", disabled: bool = False, set_global: bool = True,
                   exporter: SpanExporter | None = None, environ: Mapping[str, str] | None = None) -> Tracing:
-    """Create the TracerProvider; export over OTLP/HTTP when configured; start Sentry when ``sentry_dsn``.
+    """Create the TracerProvider when spans are exported over OTLP/HTTP; start Sentry when ``sentry_dsn``.
 
-    ``disabled`` (OTEL_SDK_DISABLED) leaves the no-op provider in place. ``set_global`` makes the provider
+    Returns ``Tracing(provider=None)`` when no exporter is configured, or when ``disabled``
+    (OTEL_SDK_DISABLED): the global no-op provider stays in place. ``set_global`` makes the provider
     the process-wide one (once per process, an OpenTelemetry rule); tests pass ``False`` and hand the provider
     to the instrumentation themselves. ``exporter`` overrides the OTLP exporter (tests).
     """
     sentry = _start_sentry(sentry_dsn, sentry_environment, service_version) if sentry_dsn else False
-    if disabled:
+    endpoint = otlp_traces_endpoint(environ)
+    if disabled or (exporter is None and endpoint is None):
+        _log.info("tracing: off (no OTLP traces endpoint)%s", "; Sentry error reporting on" if sentry else "")
         return Tracing(None, None, sentry)
     attributes: dict[str, str] = {}
     if service_name:
@@ -81,17 +86,15 @@ def setup_tracing(*, service_name: str = "", service_version: str = "", sentry_d
     if service_version:
         attributes[SERVICE_VERSION] = service_version
     provider = TracerProvider(resource=Resource.create(attributes))
-    endpoint = otlp_traces_endpoint(environ)
-    if exporter is None and endpoint is not None:
+    if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=endpoint)
-    if exporter is not None:
-        # Short delays so a span reaches the collector about a second after its request ends.
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1_000))
+    # Short delays so a span reaches the collector about a second after its request ends.
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1_000))
     if set_global:
         trace.set_tracer_provider(provider)
-    _log.info("tracing: %s%s", f"exporting spans to {endpoint}" if endpoint else "spans not exported",
+    _log.info("tracing: exporting spans to %s%s", endpoint or type(exporter).__name__,
               "; Sentry error reporting on" if sentry else "")
     return Tracing(provider, endpoint, sentry)
 

@@ -140,7 +140,9 @@ def test_route_templates_and_one_label_for_unmatched_paths(served: Served) -> No
         assert client.post("/items/1").status_code == 405
         assert client.request("PROPFIND", "/any").text == "PROPFIND"  # not a method the label set knows
         assert client.get("/boom").status_code == 500  # uvicorn closes the connection after an app error
-    requests = series(served.registry, "http_requests_total")
+    # the series are recorded just after the response went out
+    requests = eventually(lambda: (lambda r: r if r.get(("GET", "/boom", "500")) == 1 else {})(
+        series(served.registry, "http_requests_total")))
     assert requests[("GET", "/items/{item_id}", "200")] == 3
     assert requests[("GET", "/files/{path}", "200")] == 2
     assert requests[("GET", UNMATCHED_ROUTE, "404")] == 3
@@ -155,7 +157,9 @@ def test_route_templates_and_one_label_for_unmatched_paths(served: Served) -> No
 
 def test_duration_lands_in_the_right_bucket(served: Served) -> None:
     httpx.get(f"{served.url}/slow")
-    [child] = [c for c in served.registry["http_request_duration_seconds"].series() if c.labels[1] == "/slow"]
+    found = eventually(lambda: [c for c in served.registry["http_request_duration_seconds"].series()
+                                if c.labels[1] == "/slow"])
+    [child] = found
     counts, total, count = child.snapshot()
     assert count == 1 and 0.06 <= total < 1.0
     bounds = served.registry["http_request_duration_seconds"].spec.buckets

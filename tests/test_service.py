@@ -234,14 +234,20 @@ def test_bad_input_gets_4xx_json_counted_by_status(quiet: ServiceProcess) -> Non
         assert response.headers["content-type"] == "application/json"
         body = response.json()
         assert body["status"] == status and text in body["error"], body
-    after = quiet.scrape()
     route = "/api/projects/{account}/{project}/runs"
-    for status, count in (("400", 2), ("422", 3), ("401", 1), ("404", 1)):
-        got = value(after, "http_requests_total", method="POST", route=route, status=status) - value(
-            before, "http_requests_total", method="POST", route=route, status=status)
-        assert got == count, (status, got)
-    assert value(after, "http_requests_total", method="GET", route="unmatched", status="404") - value(
-        before, "http_requests_total", method="GET", route="unmatched", status="404") == 1
+    expected = {("POST", route, "400"): 2, ("POST", route, "422"): 3, ("POST", route, "401"): 1,
+                ("POST", route, "404"): 1, ("GET", "unmatched", "404"): 1, ("PUT", "/_store/{key}", "403"): 1}
+
+    def deltas() -> dict[tuple[str, str, str], float]:
+        after = quiet.scrape()
+        return {k: value(after, "http_requests_total", method=k[0], route=k[1], status=k[2])
+                - value(before, "http_requests_total", method=k[0], route=k[1], status=k[2]) for k in expected}
+    deadline = time.monotonic() + 5  # a request is counted just after its response went out
+    got = deltas()
+    while got != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        got = deltas()
+    assert got == expected
 
 
 def test_request_ids_and_log_lines(quiet: ServiceProcess) -> None:
@@ -263,7 +269,8 @@ def test_request_ids_and_log_lines(quiet: ServiceProcess) -> None:
     assert line["method"] == "GET" and line["route"] == "/api/projects" and line["status"] == 200
     assert line["user_id"] == 3 and line["level"] == "info"
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] > 0
-    assert re.fullmatch(r"[0-9a-f]{32}", str(line["trace_id"])) and re.fullmatch(r"[0-9a-f]{16}", str(line["span_id"]))
+    # no OTLP endpoint: tracing is off, so there are no spans and no ids (test_tracing covers them)
+    assert "trace_id" not in line and "span_id" not in line
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", str(line["time"]))
     for raw in quiet.log_lines():  # every line is one JSON object
         json.loads(raw)

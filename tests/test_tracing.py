@@ -31,14 +31,22 @@ def test_otlp_endpoint_from_the_standard_variables(env: dict[str, str], expected
     assert otlp_traces_endpoint(env) == expected
 
 
-def test_setup_tracing_without_export_still_gives_ids_and_no_sentry() -> None:
+def test_no_endpoint_means_no_provider_and_no_sentry_without_a_dsn() -> None:
     tracing = setup_tracing(service_name="t", set_global=False, environ={})
-    try:
-        assert tracing.provider is not None and tracing.endpoint is None and tracing.sentry is False
-        with tracing.tracer("t").start_as_current_span("work") as span:
-            assert span.get_span_context().is_valid
-    finally:
-        tracing.shutdown()
+    assert tracing.provider is None and tracing.endpoint is None and tracing.sentry is False
+    with tracing.tracer("t").start_as_current_span("work") as span:
+        assert not span.get_span_context().is_valid
+    with RecordingServer() as collector:
+        on = setup_tracing(service_name="t", set_global=False,
+                           environ={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url + "/"})
+        try:
+            assert on.provider is not None and on.endpoint == f"{collector.url}/v1/traces"
+            with on.tracer("t").start_as_current_span("work") as span:
+                assert span.get_span_context().is_valid
+            assert on.force_flush()
+        finally:
+            on.shutdown()
+        assert [s[0] for s in decode_spans(collector)] == ["work"]
     disabled = setup_tracing(disabled=True, set_global=False)
     assert disabled.provider is None
     with disabled.tracer("t").start_as_current_span("work") as span:

@@ -9,24 +9,24 @@ frameworks can pass ``route_of``. It also takes the request id from ``X-Request-
 on the response, binds it to the request's log context (``telemetry.logs``) and writes one access log line
 per request with method, route, status and duration_ms.
 
-``instrument_asgi(app)`` wraps ``app`` in both: OpenTelemetry's ``OpenTelemetryMiddleware`` outside (so the
-server span is current while the request runs, and its trace id reaches the log lines) and
-``HTTPServerMiddleware`` inside.
+``instrument_asgi(app)`` wraps ``app`` in ``HTTPServerMiddleware`` and, when tracing is configured, in
+OpenTelemetry's ``OpenTelemetryMiddleware`` outside it (so the server span is current while the request runs
+and its trace id reaches the log lines).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from opentelemetry import trace
 
-from telemetry.logs import request_scope
-from telemetry.registry import Registry, default_registry
+from telemetry.logs import emit, enter_request, exit_request
+from telemetry.registry import CounterChild, HistogramChild, Registry, default_registry
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -61,18 +61,28 @@ def route_template(scope: Scope) -> str | None:
 
 
 class HTTPServerMiddleware:
-    """Metrics, request id and access log for every HTTP request; other ASGI scopes pass through."""
+    """Metrics, request id and access log for every HTTP request; other ASGI scopes pass through.
+
+    It runs on every request, so its cost is kept to a few microseconds plus the log line: the two series of a
+    (method, route, status) are resolved once and cached, request ids come from ``os.urandom``, and the access
+    log line goes through ``telemetry.logs.emit``.
+    """
+
+    _CACHE_LIMIT = 4096
 
     def __init__(self, app: ASGIApp, *, registry: Registry | None = None,
                  route_of: Callable[[Scope], str | None] = route_template, logger: logging.Logger | None = None,
-                 access_log: bool = True, request_id_header: str = REQUEST_ID_HEADER) -> None:
+                 access_log: bool = True, request_id_header: str = REQUEST_ID_HEADER,
+                 name_spans: bool = True) -> None:
         self.app = app
         registry = registry or default_registry()
         self._requests = registry.counter("http_requests_total")
         self._duration = registry.histogram("http_request_duration_seconds")
+        self._series: dict[tuple[str, str, int], tuple[CounterChild, HistogramChild]] = {}
         self._route_of = route_of
         self._logger = logger or _access_log
         self._access_log = access_log
+        self._name_spans = name_spans
         self._header = request_id_header.lower().encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,42 +96,50 @@ class HTTPServerMiddleware:
         request_id = self._request_id(scope.get("headers", ()))
         status = 500  # what the client sees when the app raises before it responds
         header = (self._header, request_id.encode("latin-1"))
-
         route: str | None = None
 
-        def name_span() -> str:
-            # The server span ends as soon as the last body chunk is sent, so it is renamed at the response's
-            # start, when routing has long been done.
-            nonlocal route
-            route = self._route_of(scope) or UNMATCHED_ROUTE
-            span = trace.get_current_span()
-            if span.is_recording():
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
-            return route
-
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, route
             if message["type"] == "http.response.start":
                 status = message["status"]
-                name_span()
+                route = self._route(scope, method)
                 message = dict(message)
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        with request_scope(request_id=request_id, method=method) as fields:
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                elapsed = time.perf_counter() - start
-                if route is None:  # the app never responded
-                    name_span()
-                assert route is not None
-                self._requests.labels(method, route, str(status)).inc()
-                self._duration.labels(method, route).observe(elapsed)
-                if self._access_log:
-                    fields.update(route=route, status=status, duration_ms=round(elapsed * 1000, 3))
-                    self._logger.log(logging.ERROR if status >= 500 else logging.INFO, "request completed")
+        fields: dict[str, Any] = {"request_id": request_id, "method": method}
+        token = enter_request(fields)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            if route is None:  # the app never responded
+                route = self._route(scope, method)
+            key = (method, route, status)
+            pair = self._series.get(key)
+            if pair is None:
+                pair = (self._requests.labels(method, route, str(status)), self._duration.labels(method, route))
+                if len(self._series) < self._CACHE_LIMIT:
+                    self._series[key] = pair
+            pair[0].inc()
+            pair[1].observe(elapsed)
+            if self._access_log:
+                fields["route"] = route
+                fields["status"] = status
+                fields["duration_ms"] = round(elapsed * 1000, 3)
+                emit(self._logger, logging.ERROR if status >= 500 else logging.INFO, "request completed")
+            exit_request(token)
+
+    def _route(self, scope: Scope, method: str) -> str:
+        route = self._route_of(scope) or UNMATCHED_ROUTE
+        if self._name_spans:
+            # The server span ends as soon as the last body chunk is sent, so it is renamed at the response's
+            # start, when routing has long been done.
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+        return route
 
     def _request_id(self, headers: Iterable[tuple[bytes, bytes]]) -> str:
         for name, value in headers:
@@ -130,7 +148,7 @@ class HTTPServerMiddleware:
                 if _REQUEST_ID.fullmatch(candidate):
                     return candidate
                 break
-        return uuid.uuid4().hex
+        return os.urandom(16).hex()
 
 
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
@@ -140,18 +158,36 @@ def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
     return (method if method in KNOWN_METHODS else "HTTP"), {}
 
 
-def instrument_asgi(app: ASGIApp, *, registry: Registry | None = None, tracer_provider: Any = None,
-                    meter_provider: Any = None, excluded_urls: str | None = None,
-                    route_of: Callable[[Scope], str | None] = route_template, access_log: bool = True) -> ASGIApp:
-    """``app`` wrapped for spans (OpenTelemetry ASGI), inbound metrics, request ids and access logs.
+def _tracing_configured(tracer_provider: Any) -> bool:
+    if tracer_provider is not None:
+        return True
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
+
+def instrument_asgi(app: ASGIApp, *, registry: Registry | None = None, tracer_provider: Any = None,
+                    meter_provider: Any = None, spans: bool | None = None, excluded_urls: str | None = None,
+                    route_of: Callable[[Scope], str | None] = route_template, access_log: bool = True) -> ASGIApp:
+    """``app`` wrapped for inbound metrics, request ids and access logs, and for server spans.
+
+    ``spans``: wrap in OpenTelemetry's ``OpenTelemetryMiddleware`` too; None (the default) does so only when a
+    tracer provider is passed or an SDK one is installed globally — a span nobody exports costs more than all
+    the rest of the instrumentation (see docs/service.md). ``meter_provider``: where OpenTelemetry's own
+    ``http.server.*`` metrics go; None (the default) drops them, since ``http_requests_total`` and
+    ``http_request_duration_seconds`` already measure the same requests at a fraction of the cost.
     ``excluded_urls`` (comma-separated regexes) get no span; they are still counted and logged.
     """
+    with_spans = spans if spans is not None else _tracing_configured(tracer_provider)
+    inner: ASGIApp = HTTPServerMiddleware(app, registry=registry, route_of=route_of, access_log=access_log,
+                                          name_spans=with_spans)
+    if not with_spans:
+        return inner
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.metrics import NoOpMeterProvider
 
-    inner = HTTPServerMiddleware(app, registry=registry, route_of=route_of, access_log=access_log)
     wrapped: ASGIApp = OpenTelemetryMiddleware(inner, excluded_urls=excluded_urls,
                                                default_span_details=_span_details,
-                                               tracer_provider=tracer_provider, meter_provider=meter_provider,
+                                               tracer_provider=tracer_provider,
+                                               meter_provider=meter_provider or NoOpMeterProvider(),
                                                exclude_spans=["receive", "send"])
     return wrapped

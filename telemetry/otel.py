@@ -45,6 +45,8 @@ def to_scope_metrics(registry: Registry, start_time_unix_nano: int) -> ScopeMetr
                                      else dict(zip(spec.labels, child.labels, strict=True)))
             if isinstance(family, HistogramFamily):
                 counts, total, count = child.snapshot()
+                if not count:  # the SDK exports no point for a histogram that was never recorded to
+                    continue
                 points.append(HistogramDataPoint(attrs, start_time_unix_nano, now, count, total, tuple(counts),
                                                  spec.buckets, child.min, child.max))
             elif isinstance(family, CounterFamily):

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from telemetry.catalogue import CATALOGUE, STORAGE_OPERATIONS, Kind
-from telemetry.registry import CounterFamily, HistogramChild, HistogramFamily, LabelValue, Registry
+from telemetry.registry import CounterFamily, HistogramFamily, LabelValue, Registry
 
 P = ParamSpec("P")
 _INF = float("inf")
@@ -43,13 +43,13 @@ class _Families:
 class Operation:
     """A running storage operation; set ``size_bytes`` inside a ``get_object_size`` block."""
 
-    __slots__ = ("_count", "_duration", "_families_size_name", "_size", "_start", "size_bytes")
+    __slots__ = ("_count", "_duration", "_labels", "_size", "_start", "size_bytes")
 
     def __init__(self, families: _Families, labels: tuple[LabelValue, ...]) -> None:
-        self._count = families.count.labels(*labels)
+        self._count = families.count.labels(*labels)  # validates the labels before the operation runs
         self._duration = families.duration.labels(*labels)
-        self._size: HistogramChild | None = families.size.labels(*labels) if families.size else None
-        self._families_size_name = families.size.name if families.size else ""
+        self._size = families.size  # its series is made only when a size is recorded: no empty histograms
+        self._labels = labels
         self.size_bytes: int | None = None
         self._start = 0
 
@@ -62,11 +62,12 @@ class Operation:
         size = self.size_bytes if self._size is not None else None
         # Checked before anything is recorded, so a bad size leaves every series as it was.
         if size is not None and (isinstance(size, bool) or not isinstance(size, int | float) or not 0 <= size < _INF):
-            raise ValueError(f"{self._families_size_name}: size_bytes must be a number of bytes >= 0, got {size!r}")
+            metric = self._size.name if self._size else ""
+            raise ValueError(f"{metric}: size_bytes must be a number of bytes >= 0, got {size!r}")
         self._duration.observe((time.perf_counter_ns() - self._start) / 1e6)
         self._count.inc()
         if self._size is not None and size is not None:
-            self._size.observe(size)
+            self._size.labels(*self._labels).observe(size)
 
 
 class Storage:

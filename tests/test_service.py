@@ -332,3 +332,9 @@ def test_metrics_port_in_use_fails_naming_the_setting(tmp_path: Path) -> None:
                                 cwd=ROOT, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "TUIST_METRICS_PORT" in result.stderr
+
+
+def test_the_docs_configuration_table_is_the_settings_table() -> None:
+    from service.settings import markdown_table
+
+    assert markdown_table() in (ROOT / "docs" / "service.md").read_text()

@@ -32,11 +32,12 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     import uvicorn
+    from sqlalchemy.exc import ArgumentError, OperationalError
 
     from service.app import create_app
     from service.components import Service
     from service.replayer import Replayer
-    from service.settings import ServiceSettings
+    from service.settings import ENV, ServiceSettings
     from telemetry import logs
     from telemetry.config import SettingsError
     from telemetry.exposition.server import ExpositionError
@@ -53,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         service = Service.start(settings, metrics_port=args.metrics_port)
     except (SettingsError, ExpositionError) as exc:
         print(f"service: {exc}", file=sys.stderr)
+        return 2
+    except (OperationalError, ArgumentError) as exc:  # the database named by DATABASE_URL is unusable
+        first = str(exc.orig if isinstance(exc, OperationalError) else exc).strip().splitlines()[0]
+        print(f"service: cannot use the database at {ENV['database_url']}={settings.database_url or '(default)'}"
+              f": {first}", file=sys.stderr)
         return 2
 
     config = uvicorn.Config(create_app(service), host=settings.host, port=settings.port, log_config=None,

@@ -307,6 +307,7 @@ def test_failure_rate_makes_api_routes_fail_and_reports_to_sentry(tmp_path: Path
 @pytest.mark.parametrize(("env", "named"), [
     ({"SERVICE_FAILURE_RATE": "2"}, "SERVICE_FAILURE_RATE"),
     ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"}, "DATABASE_URL"),  # nothing listens
     ({"SERVICE_PORT": "99999"}, "SERVICE_PORT"),
     ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
     ({"TUIST_METRICS_CARDINALITY_LIMIT": "0"}, "TUIST_METRICS_CARDINALITY_LIMIT"),

@@ -107,3 +107,33 @@ def test_configure_is_idempotent() -> None:
             if h not in before:
                 root.removeHandler(h)
         root.setLevel(level)
+
+
+def test_emit_writes_what_logger_log_would(capture: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = capture  # a plain JSON StreamHandler: the fast path
+    with logs.request_scope(request_id="r-2", route="/x", status=201):
+        logs.emit(logger, logging.INFO, "request completed")
+        logger.info("request completed")
+        logs.emit(logger, logging.DEBUG - 1, "below the logger's level")
+    fast, slow = lines(stream)
+    assert fast.pop("time") and slow.pop("time")
+    assert fast == slow == {"level": "info", "logger": logger.name, "message": "request completed",
+                            "request_id": "r-2", "route": "/x", "status": 201}
+
+
+def test_emit_takes_the_ordinary_path_when_a_filter_is_in_the_way(
+        capture: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = capture
+    seen: list[logging.LogRecord] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return record.levelno >= logging.WARNING
+    logger.addFilter(keep)
+    try:
+        logs.emit(logger, logging.INFO, "dropped by the filter")
+        logs.emit(logger, logging.ERROR, "kept")
+    finally:
+        logger.removeFilter(keep)
+    assert [r.getMessage() for r in seen] == ["dropped by the filter", "kept"]
+    assert [line["message"] for line in lines(stream)] == ["kept"]

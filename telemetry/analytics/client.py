@@ -4,26 +4,27 @@ the property deny-list, drop accounting and a bounded shutdown.
 Enabled only when both TUIST_POSTHOG_API_KEY and TUIST_POSTHOG_URL are set. Disabled, it creates no client,
 opens no connection and every method returns at its first line; one INFO line at startup says what is missing.
 
-Enabled, it wraps one ``posthog.Client`` (7.x) whose background thread uploads batches to ``{url}/batch/``.
-Nothing on the calling thread blocks or does posthog's work: ``capture`` resolves the section and identity
-(a few microseconds) and puts the event on a bounded in-memory queue (``queue_size``); a hand-off thread passes
-it to posthog, whose event building costs ≈90 µs (mostly reading the OS release per event). When a queue is
+Enabled, nothing on the calling thread blocks: ``capture`` resolves the section and identity (a few
+microseconds) and puts the event on a bounded in-memory queue (``queue_size``); one background thread
+(``sender.Sender``) builds the messages — the same shape posthog-python's ``Client`` sends, with ``$lib``
+``posthog-python`` — and uploads them in batches with posthog's transport to ``{url}/batch/``. When the queue is
 full the event is dropped. Every dropped event is counted in ``tuist_analytics_events_dropped_total``
 with the reason ``queue_full``, ``send_failed`` (the upload failed after retries), ``error`` (an exception here)
-or ``shutdown`` (still queued when the shutdown budget ran out, or captured after shutdown). No method raises.
+or ``shutdown`` (the shutdown deadline came first, or captured after shutdown). No method raises.
 
-posthog 7.x has no ``identify()``: ``identify`` sends the ``$identify`` event with the email in ``$set``.
+posthog 7.x has no ``identify()``: ``identify`` sends the ``$identify`` event with the email in ``$set``;
+``alias`` and ``group_identify`` send ``$create_alias`` and ``$groupidentify`` exactly as posthog's methods of
+those names do, plus ``page_section``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import queue
-import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from telemetry.analytics.context import current_request
@@ -39,6 +40,7 @@ from telemetry.analytics.events import (
 )
 from telemetry.analytics.identity import GROUP_TYPES, User
 from telemetry.analytics.sections import Sections
+from telemetry.analytics.sender import Sender
 from telemetry.config import ENV, Settings
 from telemetry.registry import CounterChild, Registry, default_registry
 
@@ -49,10 +51,9 @@ DistinctId = str | int | User
 
 # Properties that may carry nested person/group properties the deny-list also applies to.
 _NESTED = ("$set", "$set_once", "$group_set")
-# An event on its way to posthog: name, distinct id (None: anonymous, posthog picks a random one),
-# properties, groups.
-_Item = tuple[str, str | None, dict[str, Any], dict[str, str]]
-_STOP: Any = object()
+# An event on its way: name, distinct id (None: anonymous, a random one is made), properties, groups, and the
+# time it happened (seconds since the epoch, taken on the calling thread).
+_Item = tuple[str, str | None, dict[str, Any], dict[str, str], float]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -94,10 +95,8 @@ class Analytics:
         self.script_url = script_url or (f"{self.url}/static/array.js" if self.url else "")
         self._warned: set[str] = set()
         self._closed = False
-        self._client: Any = None
-        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=queue_size)
-        self._worker: threading.Thread | None = None
-        self._deadline: float | None = None  # set by shutdown: the hand-off stops sending after it
+        self._sender: Sender | None = None
+        self._gzip = gzip
         registry = registry or default_registry()
         family = registry.counter(DROPPED_METRIC)
         allowed = family.spec.allowed.get(family.spec.labels[0], frozenset())
@@ -110,17 +109,17 @@ class Analytics:
                       " and ".join(missing), ENV["posthog_api_key"], ENV["posthog_url"])
             return
         # Imported here: posthog is an optional extra, and a disabled service never needs it.
-        from posthog.client import Client
+        from posthog.request import batch_post
+        from posthog.utils import clean
+        from posthog.version import VERSION
 
-        self._client = Client(
-            api_key, host=self.url, max_queue_size=queue_size, timeout=request_timeout, gzip=gzip,
-            flush_interval=flush_interval, max_retries=max_retries, on_error=self._on_error,
-            # v0 (/batch/) pinned, so POSTHOG_CAPTURE_MODE in the environment cannot switch the wire protocol.
-            before_send=self._before_send, capture_mode="v0",
-            # Server-side events carry no IP; no feature-flag polling, no exception autocapture.
-            disable_geoip=True, enable_local_evaluation=False)
-        self._worker = threading.Thread(target=self._hand_off, name="analytics-hand-off", daemon=True)
-        self._worker.start()
+        self._batch_post: Callable[..., Any] = batch_post
+        self._clean: Callable[[Any], Any] = clean
+        # What posthog-python's Client adds to every event: the library, and no GeoIP from the server's address.
+        self._lib = {"$lib": "posthog-python", "$lib_version": VERSION, "$geoip_disable": True, "$is_server": True}
+        self._sender = Sender(self._post, self._message, self._drop, queue_size=queue_size,
+                              flush_interval=flush_interval, request_timeout=request_timeout,
+                              max_retries=max_retries)
         _log.info("PostHog analytics enabled: events go to %s", self.url)
 
     @classmethod
@@ -138,7 +137,7 @@ class Analytics:
 
     @property
     def enabled(self) -> bool:
-        return self._client is not None and not self._closed
+        return self._sender is not None and not self._closed
 
     def section(self, route: str | None = None) -> str:
         """The ``page_section`` for ``route`` (default: the current request's route)."""
@@ -195,8 +194,8 @@ class Analytics:
         or None for an anonymous visitor (no person profile: ``$process_person_profile`` false, a random id
         that is not stored). Every event gets ``page_section`` from ``route``.
         """
-        client = self._client
-        if client is None:
+        sender = self._sender
+        if sender is None:
             return False
         if self._closed:
             self._drop("shutdown")
@@ -221,11 +220,7 @@ class Analytics:
                 props[PROCESS_PERSON_PROFILE] = False
                 request = current_request()
                 user_id = request.anonymous_id if request is not None else None
-            self._queue.put_nowait((name, user_id, props, dict(groups or {})))
-            return True
-        except queue.Full:
-            self._drop("queue_full")
-            return False
+            return sender.put((name, user_id, props, dict(groups or {}), time.time()))
         except Exception:
             _log.exception("analytics: capturing %r failed", event)
             self._drop("error")
@@ -236,100 +231,53 @@ class Analytics:
         return self.capture(PAGEVIEW, distinct_id=user, properties={"$current_url": url}, route=route)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
-    def flush(self, timeout: float = 5.0) -> None:
-        """Ask the uploader to send what is queued now and wait up to ``timeout`` seconds (tests, jobs)."""
-        if self._client is None:
-            return
-        deadline = time.monotonic() + timeout
-        self._wait_handed_off(deadline)
-        self._client.flush(timeout_seconds=max(0.0, deadline - time.monotonic()))
-
-    def _wait_handed_off(self, deadline: float) -> None:
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                self._queue.all_tasks_done.wait(min(remaining, 0.05))
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Send what is queued now and wait up to ``timeout`` seconds until it was delivered or dropped (tests,
+        jobs); True when nothing is left."""
+        return self._sender.flush(timeout) if self._sender is not None else True
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Flush what is queued, waiting at most ``timeout`` seconds (default: the configured shutdown
-        timeout, 5 s), even when the PostHog host is down or never answers. Events still queued then are
-        counted as dropped (``shutdown``). Idempotent."""
-        client = self._client
-        if client is None or self._closed:
+        """Deliver what is queued, taking at most ``timeout`` seconds (default: the configured shutdown timeout,
+        5 s), even when the PostHog host is down or never answers: each remaining upload's timeout and retries
+        are cut to the deadline, and events still queued then are counted as dropped (``shutdown``).
+        Idempotent; later calls to the other methods do nothing (counted as ``shutdown``)."""
+        sender = self._sender
+        if sender is None or self._closed:
             return
         self._closed = True
-        budget = self.shutdown_timeout if timeout is None else timeout
-        deadline = time.monotonic() + budget
         try:
-            # The hand-off thread passes what is queued to posthog until the deadline, then discards the rest.
-            self._deadline = deadline - 0.1
-            with contextlib.suppress(queue.Full):
-                self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
-            if self._worker is not None:
-                self._worker.join(max(0.0, self._deadline - time.monotonic()))
-            client.flush(timeout_seconds=max(0.0, self._deadline - time.monotonic()))
-            pending = self._pending(client) + self._queue.qsize()
-            # posthog's own shutdown() drains without a time limit (≈7 s per batch with the host down), so it
-            # runs on a daemon thread that the process does not wait for beyond our budget.
-            closer = threading.Thread(target=client.shutdown, name="posthog-shutdown", daemon=True)
-            closer.start()
-            closer.join(max(0.0, deadline - time.monotonic()))
-            if pending:
-                _log.warning("analytics: %d events still queued after %.1f s; dropped at shutdown",
-                             pending, budget)
-                self._drop("shutdown", pending)
+            sender.close(self.shutdown_timeout if timeout is None else timeout)
         except Exception:
             _log.exception("analytics: shutdown failed")
 
-    # -- internals ------------------------------------------------------------------------------------------
-    def _hand_off(self) -> None:
-        """The hand-off thread: pass queued events to posthog (which builds and queues them for upload)."""
-        client = self._client
-        while True:
-            item = self._queue.get()
-            try:
-                if item is _STOP:
-                    return
-                deadline = self._deadline
-                if deadline is not None and time.monotonic() > deadline:
-                    self._drop("shutdown")
-                    continue
-                name, distinct_id, properties, groups = item
-                if client.capture(name, distinct_id=distinct_id, properties=properties, groups=groups) is None:
-                    self._drop("shutdown" if self._closed else "queue_full")
-            except Exception:
-                _log.exception("analytics: handing an event to posthog failed")
-                self._drop("error")
-            finally:
-                self._queue.task_done()
-
-    @staticmethod
-    def _pending(client: Any) -> int:
-        try:
-            return int(client._analytics_lane.queue.unfinished_tasks)  # private in posthog 7.x; best effort
-        except Exception:
-            return 0
-
-    def _before_send(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Runs on the calling thread inside posthog's capture: applies the property deny-list."""
+    # -- internals (sender thread) --------------------------------------------------------------------------
+    def _message(self, item: _Item) -> dict[str, Any]:
+        """The wire message for one event, as posthog-python's Client builds it, minus the deny-listed keys."""
+        name, distinct_id, properties, groups, at = item
+        if groups:
+            properties["$groups"] = groups
+        properties.update(self._lib)
         if self.deny_properties:
-            props = msg.get("properties")
-            if isinstance(props, dict):
-                for key in self.deny_properties.intersection(props):
-                    del props[key]
-                for nested in _NESTED:
-                    inner = props.get(nested)
-                    if isinstance(inner, dict):
-                        for key in self.deny_properties.intersection(inner):
-                            del inner[key]
-        return msg
+            self._deny(properties)
+        return {"event": name, "distinct_id": distinct_id or str(uuid.uuid4()), "properties": properties,
+                "timestamp": datetime.fromtimestamp(at, UTC).isoformat(), "uuid": str(uuid.uuid4())}
 
-    def _on_error(self, error: Exception, batch: list[Any]) -> None:
-        """Called by posthog's uploader thread when a batch failed after its retries."""
-        self._drop("send_failed", len(batch))
-        _log.warning("analytics: %d events not delivered to PostHog: %s", len(batch), error)
+    def _deny(self, properties: dict[str, Any]) -> None:
+        for key in self.deny_properties.intersection(properties):
+            del properties[key]
+        for nested in _NESTED:
+            inner = properties.get(nested)
+            if isinstance(inner, dict):
+                for key in self.deny_properties.intersection(inner):
+                    del inner[key]
+
+    def _post(self, messages: list[dict[str, Any]], timeout: float) -> None:
+        try:
+            self._batch_post(self.api_key, self.url, gzip=self._gzip, timeout=timeout, batch=messages)
+        except TypeError:
+            # A property value JSON cannot encode: send the batch as posthog's Client would, cleaned.
+            self._batch_post(self.api_key, self.url, gzip=self._gzip, timeout=timeout,
+                             batch=[self._clean(m) for m in messages])
 
     def _drop(self, reason: str, count: int = 1) -> None:
         child = self._drops.get(reason) or self._drops.get("error")

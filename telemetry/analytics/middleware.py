@@ -45,8 +45,11 @@ def state_user(scope: Scope) -> User | None:
     return user if isinstance(user, User) else None
 
 
-def _excluded(path: str, prefixes: tuple[str, ...]) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in prefixes)
+def _is_html(headers: Any) -> bool:
+    for name, value in headers or ():
+        if name == b"content-type":
+            return bool(value[:9].lower() == b"text/html")
+    return False
 
 
 def _url(scope: Scope) -> str:
@@ -71,7 +74,10 @@ class PageViewMiddleware:
         self.app = app
         self.analytics = analytics
         self.user = user
-        self.exclude = tuple(p.rstrip("/") or "/" for p in exclude)
+        exclude = [p.rstrip("/") or "/" for p in exclude]
+        # Whole path segments, as in the section rules: "/health" and "/health/..." but not "/healthy".
+        self._excluded_exact = frozenset(exclude)
+        self._excluded_prefixes = tuple(p + "/" for p in exclude)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.analytics.enabled:
@@ -80,7 +86,8 @@ class PageViewMiddleware:
         path = scope.get("path", "")
         token = enter_request(path)
         try:
-            if scope.get("method") != "GET" or _excluded(path, self.exclude):
+            if (scope.get("method") != "GET" or path in self._excluded_exact
+                    or path.startswith(self._excluded_prefixes)):
                 await self.app(scope, receive, send)
                 return
             page = False
@@ -88,9 +95,7 @@ class PageViewMiddleware:
             async def send_wrapper(message: Message) -> None:
                 nonlocal page
                 if message["type"] == "http.response.start":
-                    page = 200 <= message.get("status", 0) < 300 and any(
-                        name == b"content-type" and value.split(b";")[0].strip().lower() == b"text/html"
-                        for name, value in message.get("headers") or ())
+                    page = 200 <= message.get("status", 0) < 300 and _is_html(message.get("headers"))
                 await send(message)
                 if page and message["type"] == "http.response.body" and not message.get("more_body", False):
                     page = False

@@ -44,9 +44,12 @@ _INIT_JS = (
 )
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # made once: json.dumps makes one per call
+
+
 def js_json(value: Any) -> str:
     """JSON that is safe inside an inline ``<script>``: cannot end the element or break the line."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).translate(_JS_ESCAPES)
+    return _ENCODER.encode(value).translate(_JS_ESCAPES)
 
 
 def snippet(analytics: Analytics, route: str | None = None, user: User | None = None, *,

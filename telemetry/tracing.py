@@ -102,11 +102,15 @@ def setup_tracing(*, service_name: str = "", service_version: str = "", sentry_d
 
 def _start_sentry(dsn: str, environment: str, release: str) -> bool:
     import sentry_sdk
+    from sentry_sdk.integrations.logging import LoggingIntegration
 
     options: dict[str, Any] = {"dsn": dsn, "send_default_pii": False,
                                # Errors only: OpenTelemetry carries the traces. Automatic framework
-                               # integrations stay off; the service reports its unhandled errors itself.
-                               "traces_sample_rate": None, "auto_enabling_integrations": False}
+                               # integrations stay off and error log lines (5xx access lines among them) are
+                               # breadcrumbs, not events: the service reports each unhandled error once, with
+                               # capture_exception().
+                               "traces_sample_rate": None, "auto_enabling_integrations": False,
+                               "integrations": [LoggingIntegration(level=logging.INFO, event_level=None)]}
     if environment:
         options["environment"] = environment
     if release:

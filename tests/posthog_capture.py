@@ -71,6 +71,8 @@ class CaptureServer:
         self.posts: list[Post] = []
         self.requests: list[str] = []  # "METHOD /path" of every request, in order
         self.undecodable: list[tuple[str, dict[str, str], bytes, str]] = []  # POSTs that were not events
+        self.fail: list[int] = []  # statuses to answer the next event POSTs with (not recorded as received)
+        self.failed = 0  # event POSTs answered with a status from ``fail``
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         outer = self
@@ -117,6 +119,12 @@ class CaptureServer:
                 outer._note(f"POST {parts.path}")
                 if parts.path.rstrip("/") in ("/flags", "/decide"):
                     self._reply(200, b'{"featureFlags":{},"flags":{}}')
+                    return
+                with outer._lock:
+                    status = outer.fail.pop(0) if outer.fail else 0
+                    outer.failed += bool(status)
+                if status:
+                    self._reply(status, b'{"error":"failing on purpose"}')
                     return
                 try:
                     body = _decode(raw, headers, query)

@@ -504,3 +504,43 @@ def test_settings_reach_the_client(capture: CaptureServer, registry: Registry) -
         assert snippet(a, "/").startswith('<script src="https://cdn.test/ph.js">')
     finally:
         a.shutdown(timeout=1)
+
+
+# -- the sender's retries -------------------------------------------------------------------------------------
+def test_retries_server_errors_then_delivers(capture: CaptureServer, registry: Registry) -> None:
+    capture.fail = [503, 429]
+    a = Analytics(KEY, capture.url, registry=registry, flush_interval=0.05)
+    try:
+        for i in range(3):
+            a.capture("run_report", distinct_id="1", properties={"i": i})
+        assert a.flush(10)
+    finally:
+        a.shutdown(timeout=2)
+    assert capture.failed == 2
+    assert [e["properties"]["i"] for e in capture.events] == [0, 1, 2]
+    assert sum(dropped(registry).values()) == 0
+
+
+def test_client_errors_are_not_retried(capture: CaptureServer, registry: Registry) -> None:
+    capture.fail = [400, 400]
+    a = Analytics(KEY, capture.url, registry=registry, flush_interval=0.05)
+    try:
+        a.capture("run_report", distinct_id="1")
+        assert a.flush(5)
+    finally:
+        a.shutdown(timeout=2)
+    assert capture.failed == 1 and capture.fail == [400]  # one attempt, no retry
+    assert dropped(registry)["send_failed"] == 1 and capture.events == []
+
+
+def test_values_json_cannot_encode_are_sent_cleaned(analytics: Analytics, capture: CaptureServer) -> None:
+    import datetime
+    import decimal
+
+    analytics.capture("run_report", distinct_id="1", properties={
+        "tags": {"b"}, "price": decimal.Decimal("1.5"), "at": datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)})
+    analytics.flush(5)
+    (event,) = capture.events
+    assert event["properties"]["tags"] == ["b"]
+    assert event["properties"]["price"] == 1.5
+    assert event["properties"]["at"].startswith("2026-01-02T00:00:00")

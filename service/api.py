@@ -263,12 +263,19 @@ async def download_artifact(request: Request) -> Response:
         if data is not None:
             cache.event("local_hit")
         else:
-            if not service.store.exists(key):
+            try:
+                if not service.store.exists(key):
+                    raise StoreError(404, "artifact not in the cache")
+                size = service.store.object_size(key)
+                response = service.http.get(service.store.presign_download(key))
+                if response.status_code == 404:  # deleted between the check and the fetch
+                    raise StoreError(404, "artifact not in the cache")
+                response.raise_for_status()
+            except StoreError as exc:
+                if exc.status != 404:
+                    raise
                 cache.event("miss")
                 return error(404, "artifact not in the cache")
-            size = service.store.object_size(key)
-            response = service.http.get(service.store.presign_download(key))
-            response.raise_for_status()
             data = response.content
             if len(data) != size:
                 raise RuntimeError(f"store returned {len(data)} bytes for {key}, expected {size}")

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -185,8 +186,6 @@ def test_unknown_event_names_are_sent_and_warned_once(analytics: Analytics, capt
 
 
 def test_documented_events_match_the_docs() -> None:
-    from pathlib import Path
-
     doc = (Path(__file__).parent.parent / "docs" / "analytics.md").read_text()
     listed = dict(re.findall(r"^\| `([a-z_]+)` \| (.+?) \|$", doc, re.M))
     assert listed == dict(EVENTS)
@@ -544,3 +543,21 @@ def test_values_json_cannot_encode_are_sent_cleaned(analytics: Analytics, captur
     assert event["properties"]["tags"] == ["b"]
     assert event["properties"]["price"] == 1.5
     assert event["properties"]["at"].startswith("2026-01-02T00:00:00")
+
+
+def test_process_exit_without_shutdown_still_delivers_briefly(capture: CaptureServer) -> None:
+    import subprocess
+    import sys
+
+    code = ("from telemetry.analytics import Analytics\nfrom telemetry.registry import Registry\n"
+            f"a = Analytics({KEY!r}, {capture.url!r}, registry=Registry())\n"
+            "for i in range(5):\n    a.capture('run_report', distinct_id='1', properties={'i': i})\n")
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30, cwd=str(Path(__file__).parent.parent))
+    assert time.monotonic() - start < 5
+    assert [e["properties"]["i"] for e in capture.events] == [0, 1, 2, 3, 4]
+    # With the host down the exit waits about the 1 s at-exit budget, not the 5 s shutdown budget.
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", code.replace(capture.url, f"http://127.0.0.1:{free_port()}")],
+                   check=True, timeout=30, cwd=str(Path(__file__).parent.parent), capture_output=True)
+    assert time.monotonic() - start < 4

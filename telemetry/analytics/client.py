@@ -19,6 +19,7 @@ those names do, plus ``page_section``.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import time
@@ -120,6 +121,9 @@ class Analytics:
         self._sender = Sender(self._post, self._message, self._drop, queue_size=queue_size,
                               flush_interval=flush_interval, request_timeout=request_timeout,
                               max_retries=max_retries)
+        # A service that exits without shutdown() still gets a short, bounded last delivery (as posthog's
+        # Client does at exit), not the full shutdown budget.
+        atexit.register(self._at_exit)
         _log.info("PostHog analytics enabled: events go to %s", self.url)
 
     @classmethod
@@ -245,10 +249,14 @@ class Analytics:
         if sender is None or self._closed:
             return
         self._closed = True
+        atexit.unregister(self._at_exit)
         try:
             sender.close(self.shutdown_timeout if timeout is None else timeout)
         except Exception:
             _log.exception("analytics: shutdown failed")
+
+    def _at_exit(self) -> None:
+        self.shutdown(timeout=min(1.0, self.shutdown_timeout))
 
     # -- internals (sender thread) --------------------------------------------------------------------------
     def _message(self, item: _Item) -> dict[str, Any]:

@@ -82,7 +82,8 @@ class Sender:
     @property
     def pending(self) -> int:
         """Events buffered or being uploaded."""
-        return len(self._buffer) + self._in_flight
+        with self._lock:  # _take moves events from the buffer to in-flight under it
+            return len(self._buffer) + self._in_flight
 
     def flush(self, timeout: float) -> bool:
         """Send what is buffered now; wait up to ``timeout`` seconds until it was delivered or dropped."""

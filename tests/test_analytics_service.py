@@ -15,8 +15,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.posthog_capture import BlackHole, CaptureServer
-from tests.service_process import ServiceProcess
-from tests.test_service import issue_token, value
+from tests.service_process import ServiceProcess, issue_token, value
 
 KEY = "phc_service_test"
 pytestmark = pytest.mark.slow

@@ -18,8 +18,7 @@ import pytest
 from tests.browser.chromium import Chromium
 from tests.conftest import free_port, require, require_binary
 from tests.posthog_capture import CaptureServer
-from tests.service_process import ServiceProcess
-from tests.test_service import issue_token
+from tests.service_process import ServiceProcess, issue_token
 
 KEY = "phc_browser_test"
 POSTHOG_JS = Path(__file__).parent / "browser" / "node_modules" / "posthog-js" / "dist" / "array.js"

@@ -7,11 +7,19 @@ import re
 import sys
 from pathlib import Path
 
+from telemetry.analytics.events import EVENTS
 from telemetry.cli import catalogue_markdown
 from telemetry.config import markdown_table
 
+
+def events_markdown() -> str:
+    rows = ["| Event | Meaning |", "| --- | --- |"]
+    rows += [f"| `{name}` | {meaning} |" for name, meaning in EVENTS.items()]
+    return "\n".join(rows)
+
+
 README = Path(__file__).resolve().parent.parent / "README.md"
-SECTIONS = {"catalogue": catalogue_markdown, "settings": markdown_table}
+SECTIONS = {"catalogue": catalogue_markdown, "settings": markdown_table, "events": events_markdown}
 
 
 def render(text: str) -> str:

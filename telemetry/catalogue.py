@@ -45,6 +45,37 @@ TOKEN_REFRESH_REASONS = frozenset({"invalid_token_type", "invalid_token"})
 STATEMENT_KINDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "OTHER"})
 ANALYTICS_DROP_REASONS = frozenset({"queue_full", "send_failed", "error", "shutdown"})
 
+# Every family name with a fixed spelling, written once; code elsewhere imports these. The storage and HTTP
+# phase families are spelled by rules below (``storage_names``, ``http_phase_names``).
+RUNS_TOTAL = "tuist_runs_total"
+RUNS_DURATION = "tuist_runs_duration_milliseconds"
+CACHE_EVENTS = "tuist_cache_events_total"
+CACHE_UPLOADS = "tuist_cache_uploads_total"
+CACHE_UPLOADED_BYTES = "tuist_cache_uploaded_bytes"
+CACHE_DOWNLOADS = "tuist_cache_downloads_total"
+CACHE_DOWNLOADED_BYTES = "tuist_cache_downloaded_bytes"
+PREVIEWS_UPLOADS = "tuist_previews_uploads_total"
+PREVIEWS_DOWNLOADS = "tuist_previews_downloads_total"
+TOKEN_REFRESH_ERRORS = "tuist_authentication_token_refresh_error_total"
+PROJECTS = "tuist_projects_total"
+ORGANIZATIONS = "tuist_accounts_organizations_total"
+USERS = "tuist_accounts_users_total"
+REPO_CHECKOUT_QUEUE = "tuist_repo_pool_checkout_queue_length"
+REPO_READY = "tuist_repo_pool_ready_conn_count"
+REPO_CONNECTED = "tuist_repo_pool_db_connection_connected"
+REPO_DISCONNECTED = "tuist_repo_pool_db_connection_disconnected"
+REPO_QUERY_DURATION = "tuist_repo_query_duration_milliseconds"
+DB_CONNECTIONS_ACTIVE = "db_connections_active"
+HTTP_REQUEST_COUNT = "tuist_http_request_count"
+HTTP_REQUEST_DURATION = "tuist_http_request_duration_nanosecond"
+HTTP_QUEUE_IDLE_TIME = "tuist_http_queue_idle_time_nanoseconds"
+HTTP_AVAILABLE = "tuist_http_queue_available_connections"
+HTTP_IN_USE = "tuist_http_queue_in_use_connections"
+INBOUND_REQUESTS = "http_requests_total"
+INBOUND_DURATION = "http_request_duration_seconds"
+ANALYTICS_DROPPED = "tuist_analytics_events_dropped_total"
+OVERFLOW_METRIC = "tuist_telemetry_overflow_measurements_total"
+
 # The eight storage operations the doc times and counts, in the doc's order.
 STORAGE_OPERATIONS: tuple[str, ...] = (
     "get_object_size",
@@ -56,6 +87,36 @@ STORAGE_OPERATIONS: tuple[str, ...] = (
     "multipart_generate_upload_part_presigned_url",
     "multipart_complete_upload",
 )
+# The outbound HTTP phases the doc counts and times.
+HTTP_PHASES: tuple[str, ...] = ("queue", "connection", "send", "receive")
+
+
+@dataclass(frozen=True)
+class StorageNames:
+    """The families of one storage operation; ``size`` only for get_object_size."""
+
+    duration: str
+    count: str
+    size: str | None = None
+
+
+def storage_names(operation: str) -> StorageNames:
+    """The doc's spellings: one "miliseconds", and one count named after its histogram."""
+    if operation not in STORAGE_OPERATIONS:
+        raise ValueError(f"unknown storage operation {operation!r}; the documented ones are {list(STORAGE_OPERATIONS)}")
+    base = f"tuist_storage_{operation}"
+    if operation == "get_object_size":
+        return StorageNames(f"{base}_duration_miliseconds", f"{base}_count", f"{base}_size_bytes")
+    if operation == "multipart_start_upload":
+        return StorageNames(f"{base}_duration_milliseconds", f"{base}_duration_count")
+    return StorageNames(f"{base}_duration_milliseconds", f"{base}_count")
+
+
+def http_phase_names(phase: str) -> tuple[str, str]:
+    """(count, duration histogram) of one outbound HTTP phase."""
+    if phase not in HTTP_PHASES:
+        raise ValueError(f"unknown HTTP phase {phase!r}; the documented ones are {list(HTTP_PHASES)}")
+    return f"tuist_http_{phase}_count", f"tuist_http_{phase}_duration_nanoseconds"
 
 
 @dataclass(frozen=True)
@@ -133,21 +194,17 @@ def _storage_specs() -> Iterator[MetricSpec]:
                                                         "multipart upload",
         "multipart_complete_upload": "completing a multipart upload to remote storage",
     }
-    # The doc's spellings: one "miliseconds", and one count named after its histogram.
-    duration_suffix = {"get_object_size": "duration_miliseconds"}
-    count_suffix = {"multipart_start_upload": "duration_count"}
     count_doc_type = {"get_object_as_string", "check_object_existence", "generate_download_presigned_url",
                       "multipart_generate_upload_part_presigned_url", "multipart_complete_upload"}
     for op in STORAGE_OPERATIONS:
         op_labels = labels.get(op, object_key)
-        if op == "get_object_size":
-            yield _histogram("tuist_storage_get_object_size_size_bytes",
-                             "Size in bytes of objects whose size was fetched from remote storage.", "storage",
-                             *op_labels, unit="By", buckets=OBJECT_BYTES)
-        yield _histogram(f"tuist_storage_{op}_{duration_suffix.get(op, 'duration_milliseconds')}",
-                         f"Time in milliseconds spent {what[op]}.", "storage", *op_labels, unit="ms",
-                         buckets=STORAGE_MS)
-        yield _counter(f"tuist_storage_{op}_{count_suffix.get(op, 'count')}",
+        names = storage_names(op)
+        if names.size:
+            yield _histogram(names.size, "Size in bytes of objects whose size was fetched from remote storage.",
+                             "storage", *op_labels, unit="By", buckets=OBJECT_BYTES)
+        yield _histogram(names.duration, f"Time in milliseconds spent {what[op]}.", "storage", *op_labels,
+                         unit="ms", buckets=STORAGE_MS)
+        yield _counter(names.count,
                        f"Number of times remote storage was asked for: {what[op]}.", "storage", *op_labels,
                        doc_type="count" if op in count_doc_type else "counter")
 
@@ -156,13 +213,12 @@ def _http_specs() -> Iterator[MetricSpec]:
     """The outbound HTTP client section (the doc's Finch metrics; httpx/httpcore here)."""
     request = ("method", "host", "status")
     host = ("host",)
-    yield _counter("tuist_http_request_count", "Number of outbound HTTP requests.", "http", *request)
-    yield _histogram("tuist_http_request_duration_nanosecond",
+    yield _counter(HTTP_REQUEST_COUNT, "Number of outbound HTTP requests.", "http", *request)
+    yield _histogram(HTTP_REQUEST_DURATION,
                      "Duration of outbound HTTP requests in nanoseconds, from the request's start until its "
                      "response was closed, including the wait for a pool connection.", "http", *request,
                      unit="ns", buckets=HTTP_NS, doc_type="distribution",
-                     doc_names=("tuist_http_request_duration_nanosecond_sum",
-                                "tuist_http_request_duration_nanosecond_bucket"))
+                     doc_names=(f"{HTTP_REQUEST_DURATION}_sum", f"{HTTP_REQUEST_DURATION}_bucket"))
     phases = {
         "queue": ("Number of requests that took a connection from the pool.",
                   "Time in nanoseconds spent waiting for a connection from the pool."),
@@ -173,70 +229,71 @@ def _http_specs() -> Iterator[MetricSpec]:
         "receive": ("Number of responses received for sent requests.",
                     "Time in nanoseconds spent receiving a response's headers and body."),
     }
-    for phase, (count_help, duration_help) in phases.items():
-        yield _counter(f"tuist_http_{phase}_count", count_help, "http", *host)
-        family = f"tuist_http_{phase}_duration_nanoseconds"
+    for phase in HTTP_PHASES:
+        count_help, duration_help = phases[phase]
+        count, family = http_phase_names(phase)
+        yield _counter(count, count_help, "http", *host)
         yield _histogram(family, duration_help, "http", *host, unit="ns", buckets=HTTP_NS,
                          doc_type="distribution", doc_names=(f"{family}_sum", f"{family}_bucket"))
         if phase == "queue":
-            idle = "tuist_http_queue_idle_time_nanoseconds"
+            idle = HTTP_QUEUE_IDLE_TIME
             yield _histogram(idle, "Time in nanoseconds the connection that served a request had sat idle in "
                                    "the pool before it (0 for a new connection).", "http", *host, unit="ns",
                              buckets=HTTP_NS, doc_type="distribution", doc_names=(f"{idle}_sum", f"{idle}_bucket"))
-    yield _gauge("tuist_http_queue_available_connections", "Idle connections available in the HTTP pool.",
+    yield _gauge(HTTP_AVAILABLE, "Idle connections available in the HTTP pool.",
                  "http", *host)
-    yield _gauge("tuist_http_queue_in_use_connections", "HTTP pool connections in use.", "http", *host)
+    yield _gauge(HTTP_IN_USE, "HTTP pool connections in use.", "http", *host)
 
 
 def _build() -> tuple[MetricSpec, ...]:
     run = ("name", "is_ci", "status")
     run_allowed = {"is_ci": BOOL_VALUES, "status": STATUS_VALUES}
     specs: list[MetricSpec] = [
-        _counter("tuist_runs_total", "Total number of Tuist runs.", "runs", *run, allowed=run_allowed),
-        _histogram("tuist_runs_duration_milliseconds", "Total duration of each Tuist run in milliseconds.",
+        _counter(RUNS_TOTAL, "Total number of Tuist runs.", "runs", *run, allowed=run_allowed),
+        _histogram(RUNS_DURATION, "Total duration of each Tuist run in milliseconds.",
                    "runs", *run, unit="ms", buckets=RUN_MS, allowed=run_allowed),
-        _counter("tuist_cache_events_total", "Total number of binary cache events.", "cache", "event_type",
+        _counter(CACHE_EVENTS, "Total number of binary cache events.", "cache", "event_type",
                  allowed={"event_type": CACHE_EVENT_TYPES}),
-        _counter("tuist_cache_uploads_total", "Number of uploads to the binary cache.", "cache"),
-        _counter("tuist_cache_uploaded_bytes", "Bytes uploaded to the binary cache.", "cache", unit="By",
+        _counter(CACHE_UPLOADS, "Number of uploads to the binary cache.", "cache"),
+        _counter(CACHE_UPLOADED_BYTES, "Bytes uploaded to the binary cache.", "cache", unit="By",
                  doc_type="sum"),
-        _counter("tuist_cache_downloads_total", "Number of downloads from the binary cache.", "cache"),
-        _counter("tuist_cache_downloaded_bytes", "Bytes downloaded from the binary cache.", "cache", unit="By",
+        _counter(CACHE_DOWNLOADS, "Number of downloads from the binary cache.", "cache"),
+        _counter(CACHE_DOWNLOADED_BYTES, "Bytes downloaded from the binary cache.", "cache", unit="By",
                  doc_type="sum"),
-        _counter("tuist_previews_uploads_total", "Total number of previews uploaded.", "previews",
+        _counter(PREVIEWS_UPLOADS, "Total number of previews uploaded.", "previews",
                  doc_type="sum"),
-        _counter("tuist_previews_downloads_total", "Total number of previews downloaded.", "previews",
+        _counter(PREVIEWS_DOWNLOADS, "Total number of previews downloaded.", "previews",
                  doc_type="sum"),
         *_storage_specs(),
-        _counter("tuist_authentication_token_refresh_error_total", "Total number of token refresh errors.",
+        _counter(TOKEN_REFRESH_ERRORS, "Total number of token refresh errors.",
                  "authentication", "cli_version", "reason", allowed={"reason": TOKEN_REFRESH_REASONS}),
-        _gauge("tuist_projects_total", "Total number of projects.", "projects"),
-        _gauge("tuist_accounts_organizations_total", "Total number of organizations.", "accounts"),
-        _gauge("tuist_accounts_users_total", "Total number of users.", "accounts"),
-        _gauge("tuist_repo_pool_checkout_queue_length",
+        _gauge(PROJECTS, "Total number of projects.", "projects"),
+        _gauge(ORGANIZATIONS, "Total number of organizations.", "accounts"),
+        _gauge(USERS, "Total number of users.", "accounts"),
+        _gauge(REPO_CHECKOUT_QUEUE,
                "Database queries queued waiting for a connection from the pool.", "database", "pool"),
-        _gauge("tuist_repo_pool_ready_conn_count", "Idle database connections ready to be checked out.",
+        _gauge(REPO_READY, "Idle database connections ready to be checked out.",
                "database", "pool"),
-        _counter("tuist_repo_pool_db_connection_connected", "Database connections established.", "database",
+        _counter(REPO_CONNECTED, "Database connections established.", "database",
                  "pool"),
-        _counter("tuist_repo_pool_db_connection_disconnected", "Database connections closed or invalidated.",
+        _counter(REPO_DISCONNECTED, "Database connections closed or invalidated.",
                  "database", "pool"),
         *_http_specs(),
         # Project-owned metrics beyond the doc.
-        _histogram("tuist_repo_query_duration_milliseconds",
+        _histogram(REPO_QUERY_DURATION,
                    "Duration of database statements in milliseconds, by statement kind (the Ecto plugin's "
                    "query time counterpart).", "database", "pool", "statement", unit="ms", buckets=DB_MS,
                    allowed={"statement": STATEMENT_KINDS}, documented=False),
-        _gauge("db_connections_active", "Database connections currently checked out of the pool.", "database",
+        _gauge(DB_CONNECTIONS_ACTIVE, "Database connections currently checked out of the pool.", "database",
                "pool", documented=False),
-        _counter("http_requests_total", "Inbound HTTP requests by route template and status.", "inbound",
+        _counter(INBOUND_REQUESTS, "Inbound HTTP requests by route template and status.", "inbound",
                  "method", "route", "status", documented=False),
-        _histogram("http_request_duration_seconds", "Inbound HTTP request duration in seconds.", "inbound",
+        _histogram(INBOUND_DURATION, "Inbound HTTP request duration in seconds.", "inbound",
                    "method", "route", unit="s", buckets=WEB_SECONDS, documented=False),
-        _counter("tuist_analytics_events_dropped_total",
+        _counter(ANALYTICS_DROPPED,
                  "Product analytics events dropped before reaching PostHog.", "analytics", "reason",
                  allowed={"reason": ANALYTICS_DROP_REASONS}, documented=False),
-        _counter("tuist_telemetry_overflow_measurements_total",
+        _counter(OVERFLOW_METRIC,
                  "Measurements recorded into a metric's overflow series because it reached its label-set "
                  "limit.", "telemetry", "metric", documented=False),
     ]
@@ -249,7 +306,6 @@ def _build() -> tuple[MetricSpec, ...]:
 
 CATALOGUE: tuple[MetricSpec, ...] = _build()
 BY_NAME: Mapping[str, MetricSpec] = MappingProxyType({s.name: s for s in CATALOGUE})
-OVERFLOW_METRIC = "tuist_telemetry_overflow_measurements_total"
 # The label every overflow series carries instead of its own (OpenTelemetry's convention).
 OVERFLOW_LABEL = "otel_metric_overflow"
 

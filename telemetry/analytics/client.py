@@ -42,12 +42,13 @@ from telemetry.analytics.events import (
 from telemetry.analytics.identity import GROUP_TYPES, User
 from telemetry.analytics.sections import Sections
 from telemetry.analytics.sender import Sender
+from telemetry.catalogue import ANALYTICS_DROPPED
 from telemetry.config import ENV, Settings
 from telemetry.registry import CounterChild, Registry, default_registry
 
 _log = logging.getLogger(__name__)
 
-DROPPED_METRIC = "tuist_analytics_events_dropped_total"
+DROPPED_METRIC = ANALYTICS_DROPPED
 DistinctId = str | int | User
 
 # Properties that may carry nested person/group properties the deny-list also applies to.

@@ -25,6 +25,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from telemetry.catalogue import INBOUND_DURATION, INBOUND_REQUESTS
 from telemetry.logs import emit, enter_request, exit_request
 from telemetry.registry import CounterChild, HistogramChild, Registry, default_registry
 
@@ -76,8 +77,8 @@ class HTTPServerMiddleware:
                  name_spans: bool = True) -> None:
         self.app = app
         registry = registry or default_registry()
-        self._requests = registry.counter("http_requests_total")
-        self._duration = registry.histogram("http_request_duration_seconds")
+        self._requests = registry.counter(INBOUND_REQUESTS)
+        self._duration = registry.histogram(INBOUND_DURATION)
         self._series: dict[tuple[str, str, int], tuple[CounterChild, HistogramChild]] = {}
         self._route_of = route_of
         self._logger = logger or _access_log

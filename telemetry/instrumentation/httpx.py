@@ -32,6 +32,15 @@ from typing import Any
 import httpx
 from opentelemetry import trace
 
+from telemetry.catalogue import (
+    HTTP_AVAILABLE,
+    HTTP_IN_USE,
+    HTTP_PHASES,
+    HTTP_QUEUE_IDLE_TIME,
+    HTTP_REQUEST_COUNT,
+    HTTP_REQUEST_DURATION,
+    http_phase_names,
+)
 from telemetry.instrumentation._http_exchange import Exchange, error_kind, log_failure
 from telemetry.registry import CounterChild, GaugeFamily, HistogramChild, Registry, default_registry
 
@@ -39,12 +48,6 @@ __all__ = ["instrument_httpx", "instrumented_clients", "uninstrument_httpx"]
 
 _log = logging.getLogger(__name__)
 
-REQUEST_COUNT = "tuist_http_request_count"
-REQUEST_DURATION = "tuist_http_request_duration_nanosecond"
-IDLE_TIME = "tuist_http_queue_idle_time_nanoseconds"
-AVAILABLE = "tuist_http_queue_available_connections"
-IN_USE = "tuist_http_queue_in_use_connections"
-PHASES = ("queue", "connection", "send", "receive")
 _RELEASED = "_tuist_telemetry_released_ns"  # set on httpcore's network stream when a response is closed
 _CACHE_LIMIT = 1000
 
@@ -62,11 +65,11 @@ class _HostSeries:
     __slots__ = ("counts", "durations", "idle")
 
     def __init__(self, registry: Registry, host: str) -> None:
-        self.counts: tuple[CounterChild, ...] = tuple(registry.counter(f"tuist_http_{p}_count").labels(host)
-                                                      for p in PHASES)
+        self.counts: tuple[CounterChild, ...] = tuple(
+            registry.counter(http_phase_names(p)[0]).labels(host) for p in HTTP_PHASES)
         self.durations: tuple[HistogramChild, ...] = tuple(
-            registry.histogram(f"tuist_http_{p}_duration_nanoseconds").labels(host) for p in PHASES)
-        self.idle: HistogramChild = registry.histogram(IDLE_TIME).labels(host)
+            registry.histogram(http_phase_names(p)[1]).labels(host) for p in HTTP_PHASES)
+        self.idle: HistogramChild = registry.histogram(HTTP_QUEUE_IDLE_TIME).labels(host)
 
 
 class Recorder:
@@ -76,8 +79,8 @@ class Recorder:
         self.registry = registry
         self._requests: dict[tuple[str, str, str], tuple[CounterChild, HistogramChild]] = {}
         self._hosts: dict[str, _HostSeries] = {}
-        self._count = registry.counter(REQUEST_COUNT)
-        self._duration = registry.histogram(REQUEST_DURATION)
+        self._count = registry.counter(HTTP_REQUEST_COUNT)
+        self._duration = registry.histogram(HTTP_REQUEST_DURATION)
 
     def _request_series(self, method: str, host: str, status: str) -> tuple[CounterChild, HistogramChild]:
         key = (method, host, status)
@@ -354,8 +357,8 @@ def _hook_pool_gauges(registry: Registry) -> None:
             return [((host,), counts.get(host, (0, 0))[index]) for host in hosts]
         return callback
 
-    available: GaugeFamily = registry.gauge(AVAILABLE)
-    in_use: GaugeFamily = registry.gauge(IN_USE)
+    available: GaugeFamily = registry.gauge(HTTP_AVAILABLE)
+    in_use: GaugeFamily = registry.gauge(HTTP_IN_USE)
     available.add_callback(read(0))
     in_use.add_callback(read(1))
 

@@ -34,7 +34,15 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from telemetry.catalogue import STATEMENT_KINDS
+from telemetry.catalogue import (
+    DB_CONNECTIONS_ACTIVE,
+    REPO_CHECKOUT_QUEUE,
+    REPO_CONNECTED,
+    REPO_DISCONNECTED,
+    REPO_QUERY_DURATION,
+    REPO_READY,
+    STATEMENT_KINDS,
+)
 from telemetry.instrumentation._db_pool import KIND_CACHE, pool_state, statement_kind
 from telemetry.registry import CounterChild, GaugeFamily, HistogramChild, Registry, default_registry
 
@@ -42,12 +50,6 @@ __all__ = ["instrument_sqlalchemy", "instrumented_engines", "uninstrument_sqlalc
 
 _log = logging.getLogger(__name__)
 
-CONNECTED = "tuist_repo_pool_db_connection_connected"
-DISCONNECTED = "tuist_repo_pool_db_connection_disconnected"
-QUERY_DURATION = "tuist_repo_query_duration_milliseconds"
-READY = "tuist_repo_pool_ready_conn_count"
-ACTIVE = "db_connections_active"
-QUEUE = "tuist_repo_pool_checkout_queue_length"
 _EXECUTE_METHODS = ("do_execute", "do_executemany", "do_execute_no_params")
 _SCOPE = "telemetry.instrumentation.sqlalchemy"
 
@@ -84,9 +86,9 @@ class _EngineInstrumentation:
         self.engine_ref = weakref.ref(engine)
         self.pool_name = pool_name
         self.registry = registry
-        self._connected: CounterChild = registry.counter(CONNECTED).labels(pool_name)
-        self._disconnected: CounterChild = registry.counter(DISCONNECTED).labels(pool_name)
-        durations = registry.histogram(QUERY_DURATION)
+        self._connected: CounterChild = registry.counter(REPO_CONNECTED).labels(pool_name)
+        self._disconnected: CounterChild = registry.counter(REPO_DISCONNECTED).labels(pool_name)
+        durations = registry.histogram(REPO_QUERY_DURATION)
         self._durations: dict[str, HistogramChild] = {k: durations.labels(pool_name, k)
                                                       for k in sorted(STATEMENT_KINDS)}
         self._listeners: list[tuple[str, Callable[..., None]]] = [
@@ -261,7 +263,8 @@ def _hook_registry(registry: Registry) -> None:
         if id(registry) in _registry_hooks:
             return
         removers = []
-        for metric, field in ((READY, "ready"), (ACTIVE, "active"), (QUEUE, "waiting")):
+        gauges = ((REPO_READY, "ready"), (DB_CONNECTIONS_ACTIVE, "active"), (REPO_CHECKOUT_QUEUE, "waiting"))
+        for metric, field in gauges:
             family: GaugeFamily = registry.gauge(metric)
             removers.append(family.add_callback(_gauge_callback(registry, metric, field)))
         _registry_hooks[id(registry)] = (registry, removers)

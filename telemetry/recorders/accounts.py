@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from telemetry.catalogue import ORGANIZATIONS, PROJECTS, USERS
 from telemetry.registry import Registry
 
 _log = logging.getLogger(__name__)
@@ -75,9 +76,7 @@ class Accounts:
         """Replace any earlier callback. The first fetch starts now, in the background."""
         self.unregister()
         cached = _Cached(fetch, refresh_seconds if refresh_seconds is not None else self.refresh_seconds)
-        for name, field in (("tuist_projects_total", "projects"),
-                            ("tuist_accounts_organizations_total", "organizations"),
-                            ("tuist_accounts_users_total", "users")):
+        for name, field in ((PROJECTS, "projects"), (ORGANIZATIONS, "organizations"), (USERS, "users")):
             def read(field: str = field) -> list[tuple[tuple[()], float]]:
                 value = cached.get()  # None until the first fetch finishes: no sample rather than a false 0
                 return [] if value is None else [((), float(getattr(value, field)))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from telemetry.catalogue import TOKEN_REFRESH_ERRORS
 from telemetry.registry import Registry
 
 
@@ -9,7 +10,7 @@ class Auth:
     """Record authentication failures."""
 
     def __init__(self, registry: Registry) -> None:
-        self._refresh_errors = registry.counter("tuist_authentication_token_refresh_error_total")
+        self._refresh_errors = registry.counter(TOKEN_REFRESH_ERRORS)
 
     def token_refresh_error(self, *, cli_version: str, reason: str) -> None:
         """``reason``: invalid_token_type or invalid_token."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from telemetry.catalogue import PREVIEWS_DOWNLOADS, PREVIEWS_UPLOADS
 from telemetry.registry import Registry
 
 
@@ -9,8 +10,8 @@ class Previews:
     """Record preview uploads and downloads."""
 
     def __init__(self, registry: Registry) -> None:
-        self._uploads = registry.counter("tuist_previews_uploads_total").labels()
-        self._downloads = registry.counter("tuist_previews_downloads_total").labels()
+        self._uploads = registry.counter(PREVIEWS_UPLOADS).labels()
+        self._downloads = registry.counter(PREVIEWS_DOWNLOADS).labels()
 
     def uploaded(self) -> None:
         self._uploads.inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from telemetry.catalogue import RUNS_DURATION, RUNS_TOTAL
 from telemetry.registry import CounterChild, HistogramChild, Registry
 
 _INF = float("inf")
@@ -11,15 +12,15 @@ class Runs:
     """Record finished ``tuist`` CLI runs."""
 
     def __init__(self, registry: Registry) -> None:
-        self._total = registry.counter("tuist_runs_total")
-        self._duration = registry.histogram("tuist_runs_duration_milliseconds")
+        self._total = registry.counter(RUNS_TOTAL)
+        self._duration = registry.histogram(RUNS_DURATION)
         self._bound: dict[tuple[str, bool, int], tuple[CounterChild, HistogramChild]] = {}
 
     def record(self, name: str, *, is_ci: bool, status: int, duration_ms: float) -> None:
         """One run of ``tuist <name>``: ``status`` is 0 on success and 1 on failure, as the doc says."""
         # Checked before any series is created, so a bad call leaves no trace on /metrics.
         if not 0 <= duration_ms < _INF:
-            raise ValueError(f"tuist_runs_duration_milliseconds: duration_ms must be finite and >= 0, "
+            raise ValueError(f"{RUNS_DURATION}: duration_ms must be finite and >= 0, "
                              f"got {duration_ms!r}")
         key = (name, is_ci, status)
         pair = self._bound.get(key)
@@ -33,9 +34,9 @@ class Runs:
     def _bind(self, key: tuple[str, bool, int]) -> tuple[CounterChild, HistogramChild]:
         name, is_ci, status = key
         if not isinstance(is_ci, bool):
-            raise ValueError(f"tuist_runs_total: is_ci must be a bool, got {is_ci!r}")
+            raise ValueError(f"{RUNS_TOTAL}: is_ci must be a bool, got {is_ci!r}")
         if isinstance(status, bool) or status not in (0, 1):
-            raise ValueError(f"tuist_runs_total: status must be 0 (success) or 1 (failure), got {status!r}")
+            raise ValueError(f"{RUNS_TOTAL}: status must be 0 (success) or 1 (failure), got {status!r}")
         pair = (self._total.labels(name, is_ci, status), self._duration.labels(name, is_ci, status))
         if self._total.limit > len(self._bound):  # overflowed label sets are not worth a cache slot
             self._bound[key] = pair

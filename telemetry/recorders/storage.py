@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from telemetry.catalogue import CATALOGUE, STORAGE_OPERATIONS, Kind
+from telemetry.catalogue import STORAGE_OPERATIONS, storage_names
 from telemetry.registry import CounterFamily, HistogramFamily, LabelValue, Registry
 
 P = ParamSpec("P")
@@ -26,17 +26,10 @@ class _Families:
     __slots__ = ("count", "duration", "labels", "size")
 
     def __init__(self, registry: Registry, op: str) -> None:
-        prefix = f"tuist_storage_{op}_"
-        # Another operation's name may start with this one's ("get_object_size" vs "get_object_as_string"
-        # do not, but be exact anyway): keep families whose remainder is a suffix the doc uses.
-        own = [s for s in CATALOGUE if s.domain == "storage" and s.name.startswith(prefix)
-               and s.name[len(prefix):] in ("count", "duration_count", "duration_milliseconds",
-                                            "duration_miliseconds", "size_bytes")]
-        self.count: CounterFamily = next(registry.counter(s.name) for s in own if s.kind is Kind.COUNTER)
-        self.duration: HistogramFamily = next(registry.histogram(s.name) for s in own
-                                              if s.kind is Kind.HISTOGRAM and s.unit == "ms")
-        self.size: HistogramFamily | None = next(
-            (registry.histogram(s.name) for s in own if s.kind is Kind.HISTOGRAM and s.unit == "By"), None)
+        names = storage_names(op)
+        self.count: CounterFamily = registry.counter(names.count)
+        self.duration: HistogramFamily = registry.histogram(names.duration)
+        self.size: HistogramFamily | None = registry.histogram(names.size) if names.size else None
         self.labels = self.count.spec.labels
 
 

@@ -31,6 +31,7 @@ RULES_OUT = HERE.parent / "rules" / "storage.yml"
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+import telemetry.catalogue as cat  # noqa: E402
 from telemetry.catalogue import CATALOGUE, STORAGE_OPERATIONS, Kind, MetricSpec, spec  # noqa: E402
 
 SCHEMA_VERSION = 42  # the dashboard schema version of @grafana/schema 13.2 (Grafana 13)
@@ -246,8 +247,8 @@ def dashboard(uid: str, title: str, description: str, panels: list[P], tags: tup
 
 
 def runs() -> dict[str, Any]:
-    R = "tuist_runs_total"
-    D = "tuist_runs_duration_milliseconds"
+    R = cat.RUNS_TOTAL
+    D = cat.RUNS_DURATION
     failed = 'status="1"'
     return dashboard("tuist-runs", "Tuist · Runs, previews & accounts",
                      "CLI runs by command, CI share, failures and durations; previews; project and account "
@@ -255,44 +256,44 @@ def runs() -> dict[str, Any]:
         P("Runs per minute", [t(f"{srate(R)} * 60", "runs/min")], "short", "stat", width=6),
         P("Failed runs", [t(ratio(R, failed), "failed")], "percentunit", "stat", width=6,
           thresholds=[(None, "green"), (0.05, "orange"), (0.2, "red")]),
-        P("Projects", [t(f"max({sel('tuist_projects_total')})", "projects")], "short", "stat", width=4),
-        P("Organizations", [t(f"max({sel('tuist_accounts_organizations_total')})", "organizations")], "short",
+        P("Projects", [t(f"max({sel(cat.PROJECTS)})", "projects")], "short", "stat", width=4),
+        P("Organizations", [t(f"max({sel(cat.ORGANIZATIONS)})", "organizations")], "short",
           "stat", width=4),
-        P("Users", [t(f"max({sel('tuist_accounts_users_total')})", "users")], "short", "stat", width=4),
+        P("Users", [t(f"max({sel(cat.USERS)})", "users")], "short", "stat", width=4),
         P("Runs by command", [t(srate(R, "name"), "{{name}}")], "ops", stack=True),
         P("Runs: CI vs local", [t(srate(R, "is_ci"), "is_ci={{is_ci}}")], "ops", stack=True),
         P("Failure ratio by command", [t(ratio(R, failed, "name"), "{{name}}")], "percentunit", min=0),
         P("Run duration p50 / p95", [t(quantile(0.5, D), "p50"), t(quantile(0.95, D), "p95")], "ms"),
         P("Run duration p95 by command", [t(quantile(0.95, D, "name"), "{{name}}")], "ms"),
         P("Mean run duration by command", [t(mean(D, "name"), "{{name}}")], "ms"),
-        P("Previews", [t(srate("tuist_previews_uploads_total"), "uploads"),
-                       t(srate("tuist_previews_downloads_total"), "downloads")], "ops"),
+        P("Previews", [t(srate(cat.PREVIEWS_UPLOADS), "uploads"),
+                       t(srate(cat.PREVIEWS_DOWNLOADS), "downloads")], "ops"),
         P("Token refresh errors by reason",
-          [t(srate("tuist_authentication_token_refresh_error_total", "reason"), "{{reason}}")], "ops",
+          [t(srate(cat.TOKEN_REFRESH_ERRORS, "reason"), "{{reason}}")], "ops",
           stack=True),
     ], ("runs",))
 
 
 def cache() -> dict[str, Any]:
-    E = "tuist_cache_events_total"
+    E = cat.CACHE_EVENTS
     hits = 'event_type=~"local_hit|remote_hit"'
     return dashboard("tuist-cache", "Tuist · Binary cache", "Binary cache hit ratio, events, uploads and downloads.", [
         P("Hit ratio", [t(ratio(E, hits), "hit ratio")], "percentunit", "stat", width=6,
           thresholds=[(None, "red"), (0.5, "orange"), (0.8, "green")]),
         P("Events per second", [t(srate(E), "events/s")], "ops", "stat", width=6),
-        P("Upload throughput", [t(srate("tuist_cache_uploaded_bytes"), "uploaded")], "Bps", "stat", width=6),
-        P("Download throughput", [t(srate("tuist_cache_downloaded_bytes"), "downloaded")], "Bps", "stat",
+        P("Upload throughput", [t(srate(cat.CACHE_UPLOADED_BYTES), "uploaded")], "Bps", "stat", width=6),
+        P("Download throughput", [t(srate(cat.CACHE_DOWNLOADED_BYTES), "downloaded")], "Bps", "stat",
           width=6),
         P("Hit ratio over time", [t(ratio(E, hits), "hit ratio"),
                                   t(ratio(E, 'event_type="remote_hit"'), "remote share")], "percentunit", min=0),
         P("Events by type", [t(srate(E, "event_type"), "{{event_type}}")], "ops", stack=True),
-        P("Uploads and downloads", [t(srate("tuist_cache_uploads_total"), "uploads"),
-                                    t(srate("tuist_cache_downloads_total"), "downloads")], "ops"),
-        P("Bytes transferred", [t(srate("tuist_cache_uploaded_bytes"), "uploaded"),
-                                t(srate("tuist_cache_downloaded_bytes"), "downloaded")], "Bps"),
+        P("Uploads and downloads", [t(srate(cat.CACHE_UPLOADS), "uploads"),
+                                    t(srate(cat.CACHE_DOWNLOADS), "downloads")], "ops"),
+        P("Bytes transferred", [t(srate(cat.CACHE_UPLOADED_BYTES), "uploaded"),
+                                t(srate(cat.CACHE_DOWNLOADED_BYTES), "downloaded")], "Bps"),
         P("Mean artifact size", [
-            t(f"{srate('tuist_cache_uploaded_bytes')} / {srate('tuist_cache_uploads_total')}", "upload"),
-            t(f"{srate('tuist_cache_downloaded_bytes')} / {srate('tuist_cache_downloads_total')}", "download")],
+            t(f"{srate(cat.CACHE_UPLOADED_BYTES)} / {srate(cat.CACHE_UPLOADS)}", "upload"),
+            t(f"{srate(cat.CACHE_DOWNLOADED_BYTES)} / {srate(cat.CACHE_DOWNLOADS)}", "download")],
           "bytes", width=24),
     ], ("cache",))
 
@@ -345,19 +346,15 @@ def aquantile(q: float, name: str) -> str:
 
 
 def _storage_names(op: str) -> tuple[str, str]:
-    """The duration histogram and the count of ``op``, found in the catalogue (the doc spells some oddly)."""
-    prefix = f"tuist_storage_{op}_"
-    histograms = [s.name for s in CATALOGUE if s.name.startswith(prefix) and s.kind is Kind.HISTOGRAM
-                  and "duration" in s.name]
-    counters = [s.name for s in CATALOGUE if s.name.startswith(prefix) and s.kind is Kind.COUNTER]
-    if len(histograms) != 1 or len(counters) != 1:
-        raise ValueError(f"storage operation {op}: expected one duration histogram and one count")
-    return histograms[0], counters[0]
+    """The duration histogram and the count of ``op`` (the doc spells some oddly: the catalogue knows how)."""
+    names = cat.storage_names(op)
+    return names.duration, names.count
 
 
 def storage() -> dict[str, Any]:
     ops = {op: _storage_names(op) for op in STORAGE_OPERATIONS}
-    size = "tuist_storage_get_object_size_size_bytes"
+    size = cat.storage_names("get_object_size").size
+    assert size is not None
     # A missing operation counts as 0 in the total; `or` needs distinct labels, hence the operation label.
     total = " + ".join(f"({arate(c)} or vector(0))" for _, c in ops.values())
     slowest = " or ".join(labelled(aquantile(0.95, h), "operation", op) for op, (h, _) in ops.items())
@@ -377,54 +374,54 @@ def storage() -> dict[str, Any]:
 
 
 def http_client() -> dict[str, Any]:
-    C = "tuist_http_request_count"
-    D = "tuist_http_request_duration_nanosecond"
-    phases = ("queue", "connection", "send", "receive")
+    C = cat.HTTP_REQUEST_COUNT
+    D = cat.HTTP_REQUEST_DURATION
+    phases = cat.HTTP_PHASES
     return dashboard("tuist-http-client", "Tuist · Outbound HTTP client",
                      "Outbound HTTP requests (httpx/httpcore): rates, errors, latency by phase and pool state.", [
         P("Requests per second", [t(srate(C), "req/s")], "reqps", "stat", width=6),
         P("5xx ratio", [t(ratio(C, 'status=~"5.."'), "5xx")], "percentunit", "stat", width=6,
           thresholds=[(None, "green"), (0.01, "orange"), (0.05, "red")]),
-        P("Pool connections in use", [t(f"sum({sel('tuist_http_queue_in_use_connections')})", "in use")],
+        P("Pool connections in use", [t(f"sum({sel(cat.HTTP_IN_USE)})", "in use")],
           "short", "stat", width=6),
         P("Pool connections available",
-          [t(f"sum({sel('tuist_http_queue_available_connections')})", "available")], "short", "stat", width=6),
+          [t(f"sum({sel(cat.HTTP_AVAILABLE)})", "available")], "short", "stat", width=6),
         P("Requests by host and status", [t(srate(C, "host, status"), "{{host}} {{status}}")], "reqps",
           stack=True),
         P("5xx ratio by host", [t(ratio(C, 'status=~"5.."', "host"), "{{host}}")], "percentunit", min=0),
         P("Request duration p95 by host", [t(quantile(0.95, D, "host"), "{{host}}")], "ns"),
         P("Request duration p50 / p99", [t(quantile(0.5, D), "p50"), t(quantile(0.99, D), "p99")], "ns"),
-        P("Phase duration p95", [t(quantile(0.95, f"tuist_http_{ph}_duration_nanoseconds"), ph)
+        P("Phase duration p95", [t(quantile(0.95, cat.http_phase_names(ph)[1]), ph)
                                  for ph in phases], "ns"),
-        P("Phase counts", [t(srate(f"tuist_http_{ph}_count"), ph) for ph in phases], "ops"),
+        P("Phase counts", [t(srate(cat.http_phase_names(ph)[0]), ph) for ph in phases], "ops"),
         P("Pool connections by host", [
-            t(f"sum by (host) ({sel('tuist_http_queue_in_use_connections')})", "{{host}} in use"),
-            t(f"sum by (host) ({sel('tuist_http_queue_available_connections')})", "{{host}} available")],
+            t(f"sum by (host) ({sel(cat.HTTP_IN_USE)})", "{{host}} in use"),
+            t(f"sum by (host) ({sel(cat.HTTP_AVAILABLE)})", "{{host}} available")],
           "short"),
         P("Connection idle time before reuse p95",
-          [t(quantile(0.95, "tuist_http_queue_idle_time_nanoseconds", "host"), "{{host}}")], "ns"),
+          [t(quantile(0.95, cat.HTTP_QUEUE_IDLE_TIME, "host"), "{{host}}")], "ns"),
     ], ("http",))
 
 
 def database() -> dict[str, Any]:
-    Q = "tuist_repo_query_duration_milliseconds"
+    Q = cat.REPO_QUERY_DURATION
     return dashboard("tuist-database", "Tuist · Database pool",
                      "Database connection pool: queue, ready and active connections, churn and statement "
                      "latency.", [
-        P("Checkout queue", [t(f"sum({sel('tuist_repo_pool_checkout_queue_length')})", "queued")], "short",
+        P("Checkout queue", [t(f"sum({sel(cat.REPO_CHECKOUT_QUEUE)})", "queued")], "short",
           "stat", width=6, thresholds=[(None, "green"), (1, "red")]),
-        P("Ready connections", [t(f"sum({sel('tuist_repo_pool_ready_conn_count')})", "ready")], "short",
+        P("Ready connections", [t(f"sum({sel(cat.REPO_READY)})", "ready")], "short",
           "stat", width=6),
-        P("Active connections", [t(f"sum({sel('db_connections_active')})", "active")], "short", "stat", width=6),
+        P("Active connections", [t(f"sum({sel(cat.DB_CONNECTIONS_ACTIVE)})", "active")], "short", "stat", width=6),
         P("Statements per second", [t(hrate(Q), "statements/s")], "ops", "stat", width=6),
-        P("Checkout queue by pool", [t(f"sum by (pool) ({sel('tuist_repo_pool_checkout_queue_length')})",
+        P("Checkout queue by pool", [t(f"sum by (pool) ({sel(cat.REPO_CHECKOUT_QUEUE)})",
                                        "{{pool}}")], "short"),
         P("Connections by pool", [
-            t(f"sum by (pool) ({sel('tuist_repo_pool_ready_conn_count')})", "{{pool}} ready"),
-            t(f"sum by (pool) ({sel('db_connections_active')})", "{{pool}} active")], "short"),
+            t(f"sum by (pool) ({sel(cat.REPO_READY)})", "{{pool}} ready"),
+            t(f"sum by (pool) ({sel(cat.DB_CONNECTIONS_ACTIVE)})", "{{pool}} active")], "short"),
         P("Connections opened / closed", [
-            t(srate("tuist_repo_pool_db_connection_connected", "pool"), "{{pool}} connected"),
-            t(srate("tuist_repo_pool_db_connection_disconnected", "pool"), "{{pool}} disconnected")], "ops"),
+            t(srate(cat.REPO_CONNECTED, "pool"), "{{pool}} connected"),
+            t(srate(cat.REPO_DISCONNECTED, "pool"), "{{pool}} disconnected")], "ops"),
         P("Statements by kind", [t(hrate(Q, "statement"), "{{statement}}")], "ops", stack=True),
         P("Statement latency p95 by kind", [t(quantile(0.95, Q, "statement"), "{{statement}}")], "ms"),
         P("Statement latency p50 / p99", [t(quantile(0.5, Q), "p50"), t(quantile(0.99, Q), "p99")], "ms"),
@@ -432,8 +429,8 @@ def database() -> dict[str, Any]:
 
 
 def inbound_http() -> dict[str, Any]:
-    C = "http_requests_total"
-    D = "http_request_duration_seconds"
+    C = cat.INBOUND_REQUESTS
+    D = cat.INBOUND_DURATION
     errors = 'status=~"5.."'
     return dashboard("tuist-inbound-http", "Tuist · Inbound HTTP",
                      "Requests served by the service: rate, error ratio (5xx over all) and latency percentiles "
@@ -462,11 +459,11 @@ def runtime() -> dict[str, Any]:
                      "itself (dropped analytics events, cardinality overflow).", [
         P("Uptime", [t(f"max(process_uptime_seconds{{{s}}})", "uptime")], "s", "stat", width=6),
         P("Resident memory", [t(f"sum(process_memory_usage_bytes{{{s}}})", "rss")], "bytes", "stat", width=6),
-        P("Analytics events dropped (1h)", [t(f"sum(increase({sel('tuist_analytics_events_dropped_total')}[1h]))",
+        P("Analytics events dropped (1h)", [t(f"sum(increase({sel(cat.ANALYTICS_DROPPED)}[1h]))",
                                               "dropped")], "short", "stat", width=6,
           thresholds=[(None, "green"), (1, "red")]),
         P("Cardinality overflow (1h)",
-          [t(f"sum(increase({sel('tuist_telemetry_overflow_measurements_total')}[1h]))", "overflowed")],
+          [t(f"sum(increase({sel(cat.OVERFLOW_METRIC)}[1h]))", "overflowed")],
           "short", "stat", width=6, thresholds=[(None, "green"), (1, "orange")]),
         P("CPU usage by mode", [t(f"sum by (instance, cpu_mode) (rate(process_cpu_time_seconds_total{{{s}}}[{RATE}]))",
                                   "{{instance}} {{cpu_mode}}")], "percentunit", stack=True),
@@ -479,9 +476,9 @@ def runtime() -> dict[str, Any]:
         P("Versions", [t(f"max by (service_name, service_version, python_version) (application_info{{{s}}})",
                          "{{service_name}} {{service_version}} (Python {{python_version}})")], "short"),
         P("Analytics events dropped by reason",
-          [t(srate("tuist_analytics_events_dropped_total", "reason"), "{{reason}}")], "ops"),
+          [t(srate(cat.ANALYTICS_DROPPED, "reason"), "{{reason}}")], "ops"),
         P("Cardinality overflow by metric",
-          [t(srate("tuist_telemetry_overflow_measurements_total", "metric"), "{{metric}}")], "ops"),
+          [t(srate(cat.OVERFLOW_METRIC, "metric"), "{{metric}}")], "ops"),
     ], ("runtime",))
 
 

@@ -40,7 +40,7 @@ stack: setup
 dashboard-deps: collector/typecheck/node_modules/.installed
 
 lint: setup
-	$(PY) -m ruff check telemetry service tests bench scripts
+	$(PY) -m ruff check telemetry service tests bench scripts collector
 	$(PY) -m mypy
 	$(PY) scripts/update_readme.py --check
 

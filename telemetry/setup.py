@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION, Resource
@@ -137,7 +138,7 @@ def _resource(settings: Settings) -> Resource:
 
 def _otlp_reader(registry: Registry) -> Any:
     """An OTLP/HTTP push reader when OTEL_METRICS_EXPORTER names otlp (needs the ``otlp`` extra)."""
-    if "otlp" not in os.environ.get("OTEL_METRICS_EXPORTER", "").split(","):
+    if "otlp" not in os.environ.get(OTEL_METRICS_EXPORTER, "").split(","):
         return None
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 

@@ -40,7 +40,7 @@ from tests.service_process import ServiceProcess  # noqa: E402
 
 TARGET = 1.1
 WARMUP = 100
-REQUESTS = 3000
+REQUESTS = 6000
 KEY = "phc_bench"
 # The capture endpoint runs in its own process, so decoding the uploads does not take this process's GIL
 # while it times requests.

@@ -98,7 +98,6 @@ class Analytics:
         self._warned: set[str] = set()
         self._closed = False
         self._sender: Sender | None = None
-        self._gzip = gzip
         registry = registry or default_registry()
         family = registry.counter(DROPPED_METRIC)
         allowed = family.spec.allowed.get(family.spec.labels[0], frozenset())
@@ -111,11 +110,12 @@ class Analytics:
                       " and ".join(missing), ENV["posthog_api_key"], ENV["posthog_url"])
             return
         # Imported here: posthog is an optional extra, and a disabled service never needs it.
-        from posthog.request import batch_post
         from posthog.utils import clean
         from posthog.version import VERSION
 
-        self._batch_post: Callable[..., Any] = batch_post
+        from telemetry.analytics.transport import Transport
+
+        self._transport = Transport(self.api_key, self.url, gzip=gzip)
         self._clean: Callable[[Any], Any] = clean
         # What posthog-python's Client adds to every event: the library, and no GeoIP from the server's address.
         self._lib = {"$lib": "posthog-python", "$lib_version": VERSION, "$geoip_disable": True, "$is_server": True}
@@ -282,11 +282,10 @@ class Analytics:
 
     def _post(self, messages: list[dict[str, Any]], timeout: float) -> None:
         try:
-            self._batch_post(self.api_key, self.url, gzip=self._gzip, timeout=timeout, batch=messages)
+            self._transport.post(messages, timeout)
         except TypeError:
             # A property value JSON cannot encode: send the batch as posthog's Client would, cleaned.
-            self._batch_post(self.api_key, self.url, gzip=self._gzip, timeout=timeout,
-                             batch=[self._clean(m) for m in messages])
+            self._transport.post([self._clean(m) for m in messages], timeout)
 
     def _drop(self, reason: str, count: int = 1) -> None:
         child = self._drops.get(reason) or self._drops.get("error")

@@ -7,14 +7,12 @@ a message naming the variable. Telemetry's own variables (``TUIST_METRICS_PORT``
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
-from telemetry.config import Field, SettingsError, _bool, _port, _positive_float, _positive_int, _text
+from telemetry.config import EnvSettings, Field, _bool, _port, _positive_float, _positive_int, _text
 
 
 def _rate(raw: str) -> float:
@@ -82,8 +80,10 @@ ENV: Mapping[str, str] = {f.attr: f.env for f in FIELDS}
 
 
 @dataclass(frozen=True)
-class ServiceSettings:
+class ServiceSettings(EnvSettings):
     """Everything the service reads from its environment. Build with ``ServiceSettings.from_env()``."""
+
+    FIELDS: ClassVar[tuple[Field, ...]] = FIELDS
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -102,40 +102,6 @@ class ServiceSettings:
     health_timeout: float = 1.0
     node_cache_entries: int = 64
     log_level: str = "INFO"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServiceSettings:
-        """Arguments win over environment variables, which win over defaults; ``SettingsError`` names the
-        variable whose value is unusable."""
-        env = os.environ if environ is None else environ
-        unknown = set(overrides) - set(ENV)
-        if unknown:
-            raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(ENV)}")
-        values: dict[str, Any] = {}
-        for f in FIELDS:
-            if f.attr in overrides:
-                values[f.attr] = overrides[f.attr]
-            elif f.env in env:
-                try:
-                    values[f.attr] = f.parse(env[f.env])
-                except ValueError as exc:
-                    raise SettingsError(f"{f.env}={env[f.env]!r} is not valid: {exc}") from None
-        settings = cls(**values)
-        settings.validate()
-        return settings
-
-    def validate(self) -> None:
-        for f in FIELDS:
-            value = getattr(self, f.attr)
-            try:
-                f.parse(str(value).lower() if isinstance(value, bool) else str(value))
-            except ValueError as exc:
-                raise SettingsError(f"{f.attr} (env {f.env}) = {value!r} is not valid: {exc}") from None
-
-    def replace(self, **changes: Any) -> ServiceSettings:
-        settings = dataclasses.replace(self, **changes)
-        settings.validate()
-        return settings
 
     @property
     def data_path(self) -> Path:

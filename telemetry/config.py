@@ -11,7 +11,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Self
 
 
 class SettingsError(ValueError):
@@ -150,9 +150,63 @@ FIELDS: tuple[Field, ...] = (
 ENV: Mapping[str, str] = {f.attr: f.env for f in FIELDS}
 
 
+class EnvSettings:
+    """Behaviour shared by frozen settings dataclasses whose fields are declared in a ``FIELDS`` table: built
+    from arguments, then environment variables, then defaults; every value checked by its field's parser."""
+
+    FIELDS: ClassVar[tuple[Field, ...]] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Arguments win over environment variables, which win over defaults.
+
+        Raises ``SettingsError`` naming the variable (or argument) whose value is unusable.
+        """
+        env = os.environ if environ is None else environ
+        known = {f.attr for f in cls.FIELDS}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(known)}")
+        values: dict[str, Any] = {}
+        for f in cls.FIELDS:
+            if f.attr in overrides:
+                values[f.attr] = overrides[f.attr]
+            elif f.env in env:
+                try:
+                    values[f.attr] = f.parse(env[f.env])
+                except (ValueError, KeyError) as exc:
+                    raise SettingsError(f"{f.env}={env[f.env]!r} is not valid: {exc}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check values given as arguments the same way environment values are checked; subclasses add
+        rules that involve several fields."""
+        for f in self.FIELDS:
+            value = getattr(self, f.attr)
+            if f.parse is _text or not isinstance(value, str | bool | int | float):
+                continue
+            try:
+                # An argument may be given as text, like the variable ("false", "9200"): parse it, so that
+                # target_info="false" is False rather than a truthy string. Numbers are range-checked.
+                parsed = f.parse(value if isinstance(value, str) else str(value).lower())
+            except (ValueError, KeyError) as exc:
+                raise SettingsError(f"{f.attr} (env {f.env}) = {value!r} is not valid: {exc}") from None
+            if isinstance(value, str) and not isinstance(parsed, str):
+                object.__setattr__(self, f.attr, parsed)
+
+    def replace(self, **changes: Any) -> Self:
+        settings = dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        settings.validate()
+        return settings
+
+
 @dataclass(frozen=True)
-class Settings:
+class Settings(EnvSettings):
     """Everything ``setup()`` needs. Build with ``Settings.from_env(**overrides)``."""
+
+    FIELDS: ClassVar[tuple[Field, ...]] = FIELDS
 
     sdk_disabled: bool = False
     service_name: str = ""
@@ -179,43 +233,8 @@ class Settings:
     posthog_shutdown_timeout: float = 5.0
     posthog_script_url: str = ""
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Arguments win over environment variables, which win over defaults.
-
-        Raises ``SettingsError`` naming the variable (or argument) whose value is unusable.
-        """
-        env = os.environ if environ is None else environ
-        unknown = set(overrides) - set(ENV)
-        if unknown:
-            raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(ENV)}")
-        values: dict[str, Any] = {}
-        for f in FIELDS:
-            if f.attr in overrides:
-                values[f.attr] = overrides[f.attr]
-            elif f.env in env:
-                try:
-                    values[f.attr] = f.parse(env[f.env])
-                except (ValueError, KeyError) as exc:
-                    raise SettingsError(f"{f.env}={env[f.env]!r} is not valid: {exc}") from None
-        settings = cls(**values)
-        settings.validate()
-        return settings
-
     def validate(self) -> None:
-        """Check values given as arguments the same way environment values are checked."""
-        for f in FIELDS:
-            value = getattr(self, f.attr)
-            if f.parse is _text or not isinstance(value, str | bool | int | float):
-                continue
-            try:
-                # An argument may be given as text, like the variable ("false", "9200"): parse it, so that
-                # target_info="false" is False rather than a truthy string. Numbers are range-checked.
-                parsed = f.parse(value if isinstance(value, str) else str(value).lower())
-            except (ValueError, KeyError) as exc:
-                raise SettingsError(f"{f.attr} (env {f.env}) = {value!r} is not valid: {exc}") from None
-            if isinstance(value, str) and not isinstance(parsed, str):
-                object.__setattr__(self, f.attr, parsed)
+        super().validate()
         if isinstance(self.metrics_port, int):
             try:
                 _port(str(self.metrics_port))
@@ -224,11 +243,6 @@ class Settings:
         if self.metrics_bearer_token and self.metrics_basic_auth:
             raise SettingsError(f"set either {ENV['metrics_bearer_token']} or {ENV['metrics_basic_auth']}, "
                                 "not both")
-
-    def replace(self, **changes: Any) -> Settings:
-        settings = dataclasses.replace(self, **changes)
-        settings.validate()
-        return settings
 
 
 def markdown_table() -> str:

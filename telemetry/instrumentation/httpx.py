@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-from opentelemetry import trace
 
 from telemetry.catalogue import (
     HTTP_AVAILABLE,
@@ -41,6 +40,7 @@ from telemetry.catalogue import (
     HTTP_REQUEST_DURATION,
     http_phase_names,
 )
+from telemetry.instrumentation import tracing_configured
 from telemetry.instrumentation._http_exchange import Exchange, error_kind, log_failure
 from telemetry.registry import CounterChild, GaugeFamily, HistogramChild, Registry, default_registry
 
@@ -295,7 +295,7 @@ class _ClientInstrumentation:
                  tracer_provider: Any, spans: bool | None) -> None:
         self.recorder = recorder
         self.upstream = False
-        if spans or (spans is None and _tracing_configured(tracer_provider)):
+        if spans or (spans is None and tracing_configured(tracer_provider)):
             from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
             if not getattr(client, "_is_instrumented_by_opentelemetry", False):
@@ -312,13 +312,6 @@ class _ClientInstrumentation:
             from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
             HTTPXClientInstrumentor.uninstrument_client(client)
-
-
-def _tracing_configured(tracer_provider: Any) -> bool:
-    if tracer_provider is not None:
-        return True
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 # pool gauges ------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from telemetry.catalogue import (
     REPO_READY,
     STATEMENT_KINDS,
 )
+from telemetry.instrumentation import tracing_configured
 from telemetry.instrumentation._db_pool import KIND_CACHE, pool_state, statement_kind
 from telemetry.registry import CounterChild, GaugeFamily, HistogramChild, Registry, default_registry
 
@@ -71,13 +72,6 @@ def _default_pool_name(engine: Engine) -> str:
     return f"{url.drivername}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
 
 
-def _tracing_configured(tracer_provider: Any) -> bool:
-    if tracer_provider is not None:
-        return True
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
-
-
 class _EngineInstrumentation:
     """What one ``instrument_sqlalchemy`` call attached to one engine, so it can all be taken off again."""
 
@@ -101,7 +95,7 @@ class _EngineInstrumentation:
             self._replaced[method] = vars(self._dialect).get(method)  # an instance attribute someone else set
             setattr(self._dialect, method, self._timed(getattr(self._dialect, method), method))
         self._tracer: Any = None
-        if spans or (spans is None and _tracing_configured(tracer_provider)):
+        if spans or (spans is None and tracing_configured(tracer_provider)):
             self._tracer = _attach_engine_tracer(engine, tracer_provider)
         self.meter_key = _register_usage_gauge(meter_provider)
 

@@ -3,10 +3,12 @@
 Two shapes, because they exercise different hooks:
 
 - checkout + SELECT 1 + checkin (``with engine.connect() as c: c.execute(...)``), a web request's unit of
-  work: pool events and the statement timer — the target applies here;
+  work: pool events and the statement timer;
 - SELECT 1 on a connection already held: the statement timer alone on the cheapest statement there is, the
-  worst case for a per-statement cost — reported beside it, not gated (the timer, a registry histogram
-  observation, costs 1 to 3 µs there against about 25 µs, i.e. 1.05x to 1.12x from run to run on this machine).
+  worst case for a per-statement cost (about 1 µs against about 30 µs: the timer appends the duration and the
+  histogram buckets it at the next scrape, ``HistogramChild.observe_measured``).
+
+The target (at most 1.10x bare) applies to both shapes.
 
 Configurations, applied in turn to one engine over one SQLite file (QueuePool, SQLAlchemy's default for
 files) — instrumented and uninstrumented between batches, outside the timed part, so that no difference
@@ -39,6 +41,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from telemetry.catalogue import REPO_QUERY_DURATION
 from telemetry.instrumentation.sqlalchemy import instrument_sqlalchemy, uninstrument_sqlalchemy
 from telemetry.registry import Registry
 
@@ -108,7 +111,7 @@ def main() -> int:
         results = {CHECKOUT: run(engine, configure, checkout_and_select(engine))}
         with engine.connect() as conn:
             results["SELECT 1 on a held connection"] = run(engine, configure, select_on_held(conn))
-        counted = {pool: sum(c.count for c in registry.histogram("tuist_repo_query_duration_milliseconds").series()
+        counted = {pool: sum(c.snapshot()[2] for c in registry.histogram(REPO_QUERY_DURATION).series()
                              if c.labels[0] == pool) for pool in ("default", "spans")}
         engine.dispose()
 
@@ -121,14 +124,14 @@ def main() -> int:
         print("| --- | ---: | ---: | ---: |")
         for name, values in times.items():
             median = statistics.median(values)
-            gated = name == "instrumented (default)" and shape == CHECKOUT
+            gated = name == "instrumented (default)"
             target = f"≤ {TARGET:.2f}x" if gated else ""
             if target and median / bare > TARGET:
                 failed = True
             print(f"| {name} | {median:.2f} | {median / bare:.3f}x | {target} |")
         print()
     print(f"Load average during the run: {os.getloadavg()[0]:.2f} (machine with {os.cpu_count()} CPUs).")
-    print(f"Statements recorded in tuist_repo_query_duration_milliseconds: {counted} (expected {expected} each).")
+    print(f"Statements recorded in {REPO_QUERY_DURATION}: {counted} (expected {expected} each).")
     if any(v != expected for v in counted.values()):
         print("FAIL: the instrumented engine did not record every statement")
         failed = True

@@ -117,12 +117,13 @@ class GaugeChild(_Child):
 class HistogramChild(_Child):
     """Explicit-bucket histogram: per-bucket counts, sum and count."""
 
-    __slots__ = ("_bounds", "_metric", "count", "counts", "max", "min", "sum")
+    __slots__ = ("_bounds", "_metric", "_pending", "count", "counts", "max", "min", "sum")
 
     def __init__(self, labels: tuple[str, ...], inner: str, metric: str, bounds: tuple[float, ...]) -> None:
         super().__init__(labels, inner)
         self._metric = metric
         self._bounds = bounds
+        self._pending: list[int | float] = []  # observe_measured values not yet bucketed
         self.counts = [0] * (len(bounds) + 1)
         self.sum: int | float = 0
         self.count = 0
@@ -143,7 +144,36 @@ class HistogramChild(_Child):
             if value > self.max:
                 self.max = value
 
+    def observe_measured(self, value: int | float) -> None:
+        """Record a value the caller measured itself (a clock difference: finite, >= 0), unchecked and
+        unbucketed: it is appended now and bucketed on the next read (``snapshot``) or after 512 such values.
+        For instrumentation on paths where ``observe``'s lock and bisect are a visible share of the work
+        (a SQLite ``SELECT 1`` takes ~30 µs)."""
+        pending = self._pending
+        pending.append(value)  # list.append is atomic: no lock on this path
+        if len(pending) >= 512:
+            self._drain()
+
+    def _drain(self) -> None:
+        with self._lock:
+            pending = self._pending
+            n = len(pending)
+            if not n:
+                return
+            values = pending[:n]
+            del pending[:n]  # only what was taken: values appended meanwhile stay for the next drain
+            bounds, counts, total = self._bounds, self.counts, self.sum
+            for value in values:
+                counts[bisect_left(bounds, value)] += 1
+                total += value  # in order, as observe() adds: the same float sum to the last bit
+            self.sum = total
+            self.count += n
+            self.min = min(self.min, min(values))
+            self.max = max(self.max, max(values))
+
     def snapshot(self) -> tuple[list[int], int | float, int]:
+        if self._pending:
+            self._drain()
         with self._lock:
             return self.counts[:], self.sum, self.count
 
@@ -189,6 +219,10 @@ class _OverflowHistogram(HistogramChild):
 
     def observe(self, value: int | float) -> None:
         super().observe(value)
+        self._report.inc()
+
+    def observe_measured(self, value: int | float) -> None:
+        super().observe_measured(value)
         self._report.inc()
 
 

@@ -267,3 +267,51 @@ def test_label_escaping_helpers() -> None:
 
 def test_default_registry_is_one_per_process() -> None:
     assert default_registry() is default_registry()
+
+
+def test_observe_measured_matches_observe_on_every_read() -> None:
+    """Deferred bucketing is invisible to readers: snapshot() (render, OTel) sees every value, exactly."""
+    import random
+    import threading
+
+    from telemetry.catalogue import REPO_QUERY_DURATION
+
+    reg = Registry()
+    family = reg.histogram(REPO_QUERY_DURATION)
+    direct, deferred = family.labels("p", "SELECT"), family.labels("p", "INSERT")
+    values = [random.Random(7).uniform(0, 600) for _ in range(1300)] + [0.0, 0.1, 1000.0]
+    for v in values[:700]:  # crosses the 512-value inline drain once
+        direct.observe(v)
+        deferred.observe_measured(v)
+    assert deferred.snapshot() == direct.snapshot()
+
+    def hammer(chunk: list[float]) -> None:
+        for v in chunk:
+            deferred.observe_measured(v)
+
+    rest = values[700:]
+    threads = [threading.Thread(target=hammer, args=(rest[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for v in rest:
+        direct.observe(v)
+    for t in threads:
+        t.join()
+    counts, total, n = deferred.snapshot()
+    d_counts, d_total, d_n = direct.snapshot()
+    assert (counts, n) == (d_counts, d_n) and abs(total - d_total) < 1e-6
+    assert (deferred.min, deferred.max) == (direct.min, direct.max) == (0.0, 1000.0)
+
+
+def test_observe_measured_on_the_overflow_series_is_reported() -> None:
+    from telemetry.catalogue import OVERFLOW_METRIC, REPO_QUERY_DURATION
+
+    reg = Registry(limits={REPO_QUERY_DURATION: 1})
+    family = reg.histogram(REPO_QUERY_DURATION)
+    family.labels("p", "SELECT").observe_measured(1.0)
+    overflow = family.labels("p", "DELETE")
+    assert overflow.overflow
+    overflow.observe_measured(2.0)
+    overflow.observe_measured(3.0)
+    assert overflow.snapshot()[2] == 2
+    assert reg.counter(OVERFLOW_METRIC).labels(REPO_QUERY_DURATION).value == 2

@@ -134,7 +134,7 @@ class _EngineInstrumentation:
                     raise
                 elapsed = clock() - start
                 try:
-                    durations[kinds.get(statement) or statement_kind(statement)].observe(elapsed / 1e6)
+                    durations[kinds.get(statement) or statement_kind(statement)].observe_measured(elapsed / 1e6)
                 except Exception:
                     _log.debug("query duration not recorded", exc_info=True)
                 return result
@@ -149,7 +149,7 @@ class _EngineInstrumentation:
                     raise
                 elapsed = clock() - start
                 try:  # inline rather than record(): one call less on every statement
-                    durations[kinds.get(statement) or statement_kind(statement)].observe(elapsed / 1e6)
+                    durations[kinds.get(statement) or statement_kind(statement)].observe_measured(elapsed / 1e6)
                 except Exception:
                     _log.debug("query duration not recorded", exc_info=True)
                 return result

@@ -13,14 +13,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from service.settings import ENV
+from telemetry.config import ENV as TELEMETRY_ENV
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
-    parser.add_argument("--host", default=None, help="address to bind (default: SERVICE_HOST or 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="service port (default: SERVICE_PORT or 8080)")
+    parser.add_argument("--host", default=None, help=f"address to bind (default: {ENV['host']} or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help=f"service port (default: {ENV['port']} or 8080)")
     parser.add_argument("--metrics-port", type=int, default=None,
-                        help="/metrics port (default: TUIST_METRICS_PORT or 9091)")
-    parser.add_argument("--data-dir", default=None, help="data directory (default: SERVICE_DATA_DIR or var)")
+                        help=f"/metrics port (default: {TELEMETRY_ENV['metrics_port']} or 9091)")
+    parser.add_argument("--data-dir", default=None, help=f"data directory (default: {ENV['data_dir']} or var)")
     parser.add_argument("--no-traffic", action="store_true", help="do not start the traffic replayer")
     return parser.parse_args(argv)
 

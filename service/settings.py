@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from telemetry.config import ENV as TELEMETRY_ENV
 from telemetry.config import EnvSettings, Field, _bool, _port, _positive_float, _positive_int, _text
 
 
@@ -50,7 +51,8 @@ def _non_negative_int(raw: str) -> int:
 
 FIELDS: tuple[Field, ...] = (
     Field("host", "SERVICE_HOST", _text, "Address the service binds to."),
-    Field("port", "SERVICE_PORT", _port, "Port of the service (its /metrics port is TUIST_METRICS_PORT)."),
+    Field("port", "SERVICE_PORT", _port,
+          f"Port of the service (its /metrics port is {TELEMETRY_ENV['metrics_port']})."),
     Field("data_dir", "SERVICE_DATA_DIR", _text,
           "Where the embedded SQLite database, the artifact store and the node-local cache live."),
     Field("database_url", "DATABASE_URL", _database_url,

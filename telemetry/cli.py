@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from telemetry.catalogue import CATALOGUE, MetricSpec
+from telemetry.config import ENV
 
 
 def catalogue_markdown(specs: Sequence[MetricSpec] = CATALOGUE) -> str:
@@ -37,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cat = commands.add_parser("catalogue", help="print every metric this package exposes")
     cat.add_argument("--format", choices=("markdown", "json"), default="markdown")
     sim = commands.add_parser("simulate", help="record synthetic activity for every metric and serve /metrics")
-    sim.add_argument("--host", default=None, help="address to bind (default: TUIST_METRICS_HOST or 0.0.0.0)")
-    sim.add_argument("--port", type=int, default=None, help="port (default: TUIST_METRICS_PORT or 9091)")
+    sim.add_argument("--host", default=None, help=f"address to bind (default: {ENV['metrics_host']} or 0.0.0.0)")
+    sim.add_argument("--port", type=int, default=None, help=f"port (default: {ENV['metrics_port']} or 9091)")
     sim.add_argument("--duration", type=float, default=None, help="seconds to run (default: until interrupted)")
     sim.add_argument("--interval", type=float, default=0.5, help="seconds between ticks")
     sim.add_argument("--seed", type=int, default=None)

@@ -32,16 +32,16 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import Counter as PcCounter
 from prometheus_client import Histogram as PcHistogram
 
-from telemetry.catalogue import spec
+from telemetry.catalogue import HTTP_REQUEST_COUNT, HTTP_REQUEST_DURATION, RUNS_DURATION, RUNS_TOTAL, spec
 from telemetry.exposition.reader import PrometheusReader
 from telemetry.otel import to_metrics_data
 from telemetry.recorders import Recorders
 from telemetry.registry import Registry, label_inner
 
-RUNS = spec("tuist_runs_total")
-RUN_MS = spec("tuist_runs_duration_milliseconds")
-REQUESTS = spec("tuist_http_request_count")
-REQUEST_NS = spec("tuist_http_request_duration_nanosecond")
+RUNS = spec(RUNS_TOTAL)
+RUN_MS = spec(RUNS_DURATION)
+REQUESTS = spec(HTTP_REQUEST_COUNT)
+REQUEST_NS = spec(HTTP_REQUEST_DURATION)
 SERIES = 10_000
 RECORD_CALLS = 60_000
 OTEL_RECORD_CALLS = 15_000  # the SDK path is ~10x slower; fewer calls keep the run short
@@ -95,11 +95,11 @@ def recording_contenders() -> dict[str, tuple[Callable[[], None], int]]:
 
     def ours_counter() -> None:
         for values in labels:
-            registry.counter("tuist_runs_total").labels(*values).inc()
+            registry.counter(RUNS_TOTAL).labels(*values).inc()
 
     def ours_hist() -> None:
         for values, v in pairs:
-            registry.histogram("tuist_runs_duration_milliseconds").labels(*values).observe(v)
+            registry.histogram(RUNS_DURATION).labels(*values).observe(v)
 
     def ours_runs_record() -> None:
         record = recorders.runs.record

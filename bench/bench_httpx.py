@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace import TracerProvider
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from telemetry.catalogue import HTTP_REQUEST_COUNT  # noqa: E402
 from telemetry.instrumentation.httpx import instrument_httpx, uninstrument_httpx  # noqa: E402
 from telemetry.registry import Registry  # noqa: E402
 
@@ -84,7 +85,7 @@ def main() -> int:
                     times[name].append(timed_request(client, url))
         finally:
             gc.enable()
-        recorded = sum(c.value for c in registry.counter("tuist_http_request_count").series())
+        recorded = sum(c.value for c in registry.counter(HTTP_REQUEST_COUNT).series())
         expected = 2 * (100 + REQUESTS)
         for client in clients.values():
             uninstrument_httpx(client)
@@ -111,7 +112,7 @@ def main() -> int:
         print(f"| {name} | {median / 1e3:.1f} | {ratio:.3f}x | {p10 / 1e3:.1f} | {p10 / bare_p10:.3f}x "
               f"| {target} |")
     print(f"\nLoad average during the run: {os.getloadavg()[0]:.2f} (machine with {os.cpu_count()} CPUs).")
-    print(f"\nRequests recorded in tuist_http_request_count: {recorded:.0f} of {expected}.")
+    print(f"\nRequests recorded in {HTTP_REQUEST_COUNT}: {recorded:.0f} of {expected}.")
     if recorded != expected:
         print("FAIL: the instrumented clients did not record every request")
         failed = True

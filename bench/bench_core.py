@@ -31,10 +31,10 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import Counter as PcCounter
 from prometheus_client import Histogram as PcHistogram
+from telemetry.otel import to_metrics_data
 
 from telemetry.catalogue import HTTP_REQUEST_COUNT, HTTP_REQUEST_DURATION, RUNS_DURATION, RUNS_TOTAL, spec
 from telemetry.exposition.reader import PrometheusReader
-from telemetry.otel import to_metrics_data
 from telemetry.recorders import Recorders
 from telemetry.registry import Registry, label_inner
 

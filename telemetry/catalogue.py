@@ -13,6 +13,7 @@ tests and the dashboards' name checks. No metric name or label name is typed any
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -119,19 +120,25 @@ def http_phase_names(phase: str) -> tuple[str, str]:
     return f"tuist_http_{phase}_count", f"tuist_http_{phase}_duration_nanoseconds"
 
 
+_INSTRUMENT_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """One metric family.
 
-    ``name`` is the family name on /metrics. ``doc_names`` are the sample names the doc lists for it (a
-    histogram documented as ``X_sum`` and ``X_bucket`` has both). ``doc_type`` is the type word the doc uses
-    (counter, count, sum, histogram, distribution, last_value).
+    ``name`` is the family name on /metrics. ``instrument`` is the OpenTelemetry instrument the package's
+    meter creates for it (OpenTelemetry-style name, ``unit`` as its unit); the package's View gives that
+    instrument ``name``, ``buckets`` and ``labels``. ``doc_names`` are the sample names the doc lists for it
+    (a histogram documented as ``X_sum`` and ``X_bucket`` has both). ``doc_type`` is the type word the doc
+    uses (counter, count, sum, histogram, distribution, last_value).
     """
 
     name: str
     kind: Kind
     help: str
     domain: str
+    instrument: str
     labels: tuple[str, ...] = ()
     unit: str = ""
     allowed: Mapping[str, frozenset[str]] = field(default_factory=dict)
@@ -141,6 +148,8 @@ class MetricSpec:
     documented: bool = True
 
     def __post_init__(self) -> None:
+        if not _INSTRUMENT_NAME.fullmatch(self.instrument) or self.instrument == self.name:
+            raise ValueError(f"{self.name}: {self.instrument!r} is not an OpenTelemetry-style instrument name")
         if (self.kind is Kind.HISTOGRAM) != bool(self.buckets):
             raise ValueError(f"{self.name}: histograms, and only histograms, have buckets")
         if list(self.buckets) != sorted(set(self.buckets)):
@@ -160,19 +169,21 @@ class MetricSpec:
         return (self.name,)
 
 
-def _counter(name: str, help: str, domain: str, *labels: str, unit: str = "", doc_type: str = "counter",
-             **kw: object) -> MetricSpec:
-    return MetricSpec(name, Kind.COUNTER, help, domain, labels, unit, doc_type=doc_type, **kw)  # type: ignore[arg-type]
-
-
-def _gauge(name: str, help: str, domain: str, *labels: str, **kw: object) -> MetricSpec:
-    return MetricSpec(name, Kind.GAUGE, help, domain, labels, doc_type="last_value", **kw)  # type: ignore[arg-type]
-
-
-def _histogram(name: str, help: str, domain: str, *labels: str, unit: str, buckets: tuple[float, ...],
-               doc_type: str = "histogram", **kw: object) -> MetricSpec:
-    return MetricSpec(name, Kind.HISTOGRAM, help, domain, labels, unit, buckets=buckets, doc_type=doc_type,
+def _counter(name: str, instrument: str, help: str, domain: str, *labels: str, unit: str = "",
+             doc_type: str = "counter", **kw: object) -> MetricSpec:
+    return MetricSpec(name, Kind.COUNTER, help, domain, instrument, labels, unit, doc_type=doc_type,
                       **kw)  # type: ignore[arg-type]
+
+
+def _gauge(name: str, instrument: str, help: str, domain: str, *labels: str, **kw: object) -> MetricSpec:
+    return MetricSpec(name, Kind.GAUGE, help, domain, instrument, labels, doc_type="last_value",
+                      **kw)  # type: ignore[arg-type]
+
+
+def _histogram(name: str, instrument: str, help: str, domain: str, *labels: str, unit: str,
+               buckets: tuple[float, ...], doc_type: str = "histogram", **kw: object) -> MetricSpec:
+    return MetricSpec(name, Kind.HISTOGRAM, help, domain, instrument, labels, unit, buckets=buckets,
+                      doc_type=doc_type, **kw)  # type: ignore[arg-type]
 
 
 def _storage_specs() -> Iterator[MetricSpec]:
@@ -199,12 +210,15 @@ def _storage_specs() -> Iterator[MetricSpec]:
     for op in STORAGE_OPERATIONS:
         op_labels = labels.get(op, object_key)
         names = storage_names(op)
+        instrument = f"tuist.storage.{op}"
         if names.size:
-            yield _histogram(names.size, "Size in bytes of objects whose size was fetched from remote storage.",
+            yield _histogram(names.size, f"{instrument}.size",
+                             "Size in bytes of objects whose size was fetched from remote storage.",
                              "storage", *op_labels, unit="By", buckets=OBJECT_BYTES)
-        yield _histogram(names.duration, f"Time in milliseconds spent {what[op]}.", "storage", *op_labels,
+        yield _histogram(names.duration, f"{instrument}.duration", f"Time in milliseconds spent {what[op]}.",
+                         "storage", *op_labels,
                          unit="ms", buckets=STORAGE_MS)
-        yield _counter(names.count,
+        yield _counter(names.count, f"{instrument}.count",
                        f"Number of times remote storage was asked for: {what[op]}.", "storage", *op_labels,
                        doc_type="count" if op in count_doc_type else "counter")
 
@@ -213,8 +227,9 @@ def _http_specs() -> Iterator[MetricSpec]:
     """The outbound HTTP client section (the doc's Finch metrics; httpx/httpcore here)."""
     request = ("method", "host", "status")
     host = ("host",)
-    yield _counter(HTTP_REQUEST_COUNT, "Number of outbound HTTP requests.", "http", *request)
-    yield _histogram(HTTP_REQUEST_DURATION,
+    yield _counter(HTTP_REQUEST_COUNT, "tuist.http.request.count", "Number of outbound HTTP requests.", "http",
+                   *request)
+    yield _histogram(HTTP_REQUEST_DURATION, "tuist.http.request.duration",
                      "Duration of outbound HTTP requests in nanoseconds, from the request's start until its "
                      "response was closed, including the wait for a pool connection.", "http", *request,
                      unit="ns", buckets=HTTP_NS, doc_type="distribution",
@@ -232,72 +247,83 @@ def _http_specs() -> Iterator[MetricSpec]:
     for phase in HTTP_PHASES:
         count_help, duration_help = phases[phase]
         count, family = http_phase_names(phase)
-        yield _counter(count, count_help, "http", *host)
-        yield _histogram(family, duration_help, "http", *host, unit="ns", buckets=HTTP_NS,
+        yield _counter(count, f"tuist.http.{phase}.count", count_help, "http", *host)
+        yield _histogram(family, f"tuist.http.{phase}.duration",
+                         duration_help, "http", *host, unit="ns", buckets=HTTP_NS,
                          doc_type="distribution", doc_names=(f"{family}_sum", f"{family}_bucket"))
         if phase == "queue":
             idle = HTTP_QUEUE_IDLE_TIME
-            yield _histogram(idle, "Time in nanoseconds the connection that served a request had sat idle in "
+            yield _histogram(idle, "tuist.http.queue.idle_time",
+                             "Time in nanoseconds the connection that served a request had sat idle in "
                                    "the pool before it (0 for a new connection).", "http", *host, unit="ns",
                              buckets=HTTP_NS, doc_type="distribution", doc_names=(f"{idle}_sum", f"{idle}_bucket"))
-    yield _gauge(HTTP_AVAILABLE, "Idle connections available in the HTTP pool.",
+    yield _gauge(HTTP_AVAILABLE, "tuist.http.queue.available_connections",
+                 "Idle connections available in the HTTP pool.",
                  "http", *host)
-    yield _gauge(HTTP_IN_USE, "HTTP pool connections in use.", "http", *host)
+    yield _gauge(HTTP_IN_USE, "tuist.http.queue.in_use_connections", "HTTP pool connections in use.", "http", *host)
 
 
 def _build() -> tuple[MetricSpec, ...]:
     run = ("name", "is_ci", "status")
     run_allowed = {"is_ci": BOOL_VALUES, "status": STATUS_VALUES}
     specs: list[MetricSpec] = [
-        _counter(RUNS_TOTAL, "Total number of Tuist runs.", "runs", *run, allowed=run_allowed),
-        _histogram(RUNS_DURATION, "Total duration of each Tuist run in milliseconds.",
+        _counter(RUNS_TOTAL, "tuist.runs", "Total number of Tuist runs.", "runs", *run, allowed=run_allowed),
+        _histogram(RUNS_DURATION, "tuist.runs.duration", "Total duration of each Tuist run in milliseconds.",
                    "runs", *run, unit="ms", buckets=RUN_MS, allowed=run_allowed),
-        _counter(CACHE_EVENTS, "Total number of binary cache events.", "cache", "event_type",
+        _counter(CACHE_EVENTS, "tuist.cache.events", "Total number of binary cache events.", "cache", "event_type",
                  allowed={"event_type": CACHE_EVENT_TYPES}),
-        _counter(CACHE_UPLOADS, "Number of uploads to the binary cache.", "cache"),
-        _counter(CACHE_UPLOADED_BYTES, "Bytes uploaded to the binary cache.", "cache", unit="By",
+        _counter(CACHE_UPLOADS, "tuist.cache.uploads", "Number of uploads to the binary cache.", "cache"),
+        _counter(CACHE_UPLOADED_BYTES, "tuist.cache.uploaded",
+                 "Bytes uploaded to the binary cache.", "cache", unit="By",
                  doc_type="sum"),
-        _counter(CACHE_DOWNLOADS, "Number of downloads from the binary cache.", "cache"),
-        _counter(CACHE_DOWNLOADED_BYTES, "Bytes downloaded from the binary cache.", "cache", unit="By",
+        _counter(CACHE_DOWNLOADS, "tuist.cache.downloads", "Number of downloads from the binary cache.", "cache"),
+        _counter(CACHE_DOWNLOADED_BYTES, "tuist.cache.downloaded",
+                 "Bytes downloaded from the binary cache.", "cache", unit="By",
                  doc_type="sum"),
-        _counter(PREVIEWS_UPLOADS, "Total number of previews uploaded.", "previews",
+        _counter(PREVIEWS_UPLOADS, "tuist.previews.uploads", "Total number of previews uploaded.", "previews",
                  doc_type="sum"),
-        _counter(PREVIEWS_DOWNLOADS, "Total number of previews downloaded.", "previews",
+        _counter(PREVIEWS_DOWNLOADS, "tuist.previews.downloads", "Total number of previews downloaded.", "previews",
                  doc_type="sum"),
         *_storage_specs(),
-        _counter(TOKEN_REFRESH_ERRORS, "Total number of token refresh errors.",
+        _counter(TOKEN_REFRESH_ERRORS, "tuist.authentication.token_refresh.errors",
+                 "Total number of token refresh errors.",
                  "authentication", "cli_version", "reason", allowed={"reason": TOKEN_REFRESH_REASONS}),
-        _gauge(PROJECTS, "Total number of projects.", "projects"),
-        _gauge(ORGANIZATIONS, "Total number of organizations.", "accounts"),
-        _gauge(USERS, "Total number of users.", "accounts"),
-        _gauge(REPO_CHECKOUT_QUEUE,
+        _gauge(PROJECTS, "tuist.projects", "Total number of projects.", "projects"),
+        _gauge(ORGANIZATIONS, "tuist.accounts.organizations", "Total number of organizations.", "accounts"),
+        _gauge(USERS, "tuist.accounts.users", "Total number of users.", "accounts"),
+        _gauge(REPO_CHECKOUT_QUEUE, "tuist.repo.pool.checkout_queue.length",
                "Database queries queued waiting for a connection from the pool.", "database", "pool"),
-        _gauge(REPO_READY, "Idle database connections ready to be checked out.",
+        _gauge(REPO_READY, "tuist.repo.pool.ready_connections", "Idle database connections ready to be checked out.",
                "database", "pool"),
-        _counter(REPO_CONNECTED, "Database connections established.", "database",
+        _counter(REPO_CONNECTED, "tuist.repo.pool.db_connection.connected",
+                 "Database connections established.", "database",
                  "pool"),
-        _counter(REPO_DISCONNECTED, "Database connections closed or invalidated.",
+        _counter(REPO_DISCONNECTED, "tuist.repo.pool.db_connection.disconnected",
+                 "Database connections closed or invalidated.",
                  "database", "pool"),
         *_http_specs(),
         # Project-owned metrics beyond the doc.
-        _histogram(REPO_QUERY_DURATION,
+        _histogram(REPO_QUERY_DURATION, "tuist.repo.query.duration",
                    "Duration of database statements in milliseconds, by statement kind (the Ecto plugin's "
                    "query time counterpart).", "database", "pool", "statement", unit="ms", buckets=DB_MS,
                    allowed={"statement": STATEMENT_KINDS}, documented=False),
-        _gauge(DB_CONNECTIONS_ACTIVE, "Database connections currently checked out of the pool.", "database",
+        _gauge(DB_CONNECTIONS_ACTIVE, "tuist.repo.pool.active_connections",
+               "Database connections currently checked out of the pool.", "database",
                "pool", documented=False),
-        _counter(INBOUND_REQUESTS, "Inbound HTTP requests by route template and status.", "inbound",
+        _counter(INBOUND_REQUESTS, "tuist.inbound.requests",
+                 "Inbound HTTP requests by route template and status.", "inbound",
                  "method", "route", "status", documented=False),
-        _histogram(INBOUND_DURATION, "Inbound HTTP request duration in seconds.", "inbound",
+        _histogram(INBOUND_DURATION, "tuist.inbound.request.duration",
+                   "Inbound HTTP request duration in seconds.", "inbound",
                    "method", "route", unit="s", buckets=WEB_SECONDS, documented=False),
-        _counter(ANALYTICS_DROPPED,
+        _counter(ANALYTICS_DROPPED, "tuist.analytics.events.dropped",
                  "Product analytics events dropped before reaching PostHog.", "analytics", "reason",
                  allowed={"reason": ANALYTICS_DROP_REASONS}, documented=False),
-        _counter(OVERFLOW_METRIC,
+        _counter(OVERFLOW_METRIC, "tuist.telemetry.overflow.measurements",
                  "Measurements recorded into a metric's overflow series because it reached its label-set "
                  "limit.", "telemetry", "metric", documented=False),
     ]
-    names = [s.name for s in specs]
+    names = [s.name for s in specs] + [s.instrument for s in specs]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise ValueError(f"duplicate metric names in the catalogue: {sorted(duplicates)}")
@@ -306,6 +332,9 @@ def _build() -> tuple[MetricSpec, ...]:
 
 CATALOGUE: tuple[MetricSpec, ...] = _build()
 BY_NAME: Mapping[str, MetricSpec] = MappingProxyType({s.name: s for s in CATALOGUE})
+BY_INSTRUMENT: Mapping[str, MetricSpec] = MappingProxyType({s.instrument: s for s in CATALOGUE})
+# The instrumentation scope of the package's meter: the catalogue's instruments are created through it.
+SCOPE_NAME = "tuist.telemetry"
 # The label every overflow series carries instead of its own (OpenTelemetry's convention).
 OVERFLOW_LABEL = "otel_metric_overflow"
 

@@ -1,49 +1,40 @@
-"""The in-process store behind every catalogue metric.
+"""The recording API over the store: one ``Family`` per catalogue entry, in a ``Registry``.
 
-A ``Registry`` holds one family per catalogue entry. ``family.labels(...)`` validates a label set once and
-returns a bound child; recording on a child is a lock and an addition, so the hot path costs less than
-prometheus_client's ``labels(...).inc()`` while keeping OpenTelemetry's semantics: cumulative monotonic sums,
-last-value gauges, explicit-bucket histograms whose bucket ``i`` counts values in ``(b[i-1], b[i]]``.
-``telemetry.otel`` turns a registry into OpenTelemetry ``MetricsData``; the exposition renders it directly.
+``family.labels(...)`` validates a label set once and returns its handle: the series' cell itself when the
+label set maps to one cell (recording is then a lock and an addition, cheaper than prometheus_client's
+``labels(...).inc()``), or a ``Fanout`` over the cells of several View streams or of an overflow series.
+Handles are cached per spelling, overflowed ones too, so a label set past a family's limit costs about what a
+cached one does.
 
-Each family keeps at most ``limit`` label sets. Later label sets share one overflow series labelled
-``otel_metric_overflow="true"`` and every measurement there is counted in
-``tuist_telemetry_overflow_measurements_total{metric}``; existing series keep their exact labels.
+The streams a family records into come from the Views (``configure``): by default one stream per catalogue
+entry under its documented name, labels and buckets. ``telemetry.bridge`` connects the families to the
+OpenTelemetry SDK, so every reader on the MeterProvider sees the same numbers.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import math
 import threading
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from telemetry.catalogue import CATALOGUE, OVERFLOW_LABEL, OVERFLOW_METRIC, Kind, MetricSpec
+from telemetry.catalogue import CATALOGUE, OVERFLOW_METRIC, Kind, MetricSpec
+from telemetry.cells import Cell, CounterCell, Fanout, GaugeCell, HistogramCell
+from telemetry.store import OVERFLOW_VALUES, CellFactory, NewSeries, Stream, StreamShape, memory_cells
 
 _log = logging.getLogger(__name__)
-_INF = math.inf
 
 LabelValue = str | int | bool | enum.Enum
 # A gauge callback returns (labels, value) pairs; labels by name or by position (``()`` for none).
 GaugeCallback = Callable[[], "Iterable[tuple[Mapping[str, LabelValue] | Sequence[LabelValue], float]]"]
+# The handle types recording uses (what ``labels()`` returns).
+CounterChild = CounterCell | Fanout
+GaugeChild = GaugeCell | Fanout
+HistogramChild = HistogramCell | Fanout
 
 
-def escape_label_value(value: str) -> str:
-    """Text format 0.0.4 escaping for label values: backslash, double quote and newline."""
-    if "\\" in value or '"' in value or "\n" in value:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return value
-
-
-def label_inner(names: Sequence[str], values: Sequence[str]) -> str:
-    """``a="x",b="y",`` — the rendered label pairs with a trailing comma (empty for no labels)."""
-    return "".join(f'{n}="{escape_label_value(v)}",' for n, v in zip(names, values, strict=True))
-
-
-def _to_label(value: LabelValue) -> str:
+def _to_label(metric: str, value: LabelValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, enum.Enum):
@@ -52,207 +43,40 @@ def _to_label(value: LabelValue) -> str:
         return value
     if isinstance(value, int):
         return str(value)
-    raise TypeError(f"label values are str, int, bool or enum, got {type(value).__name__}")
+    raise TypeError(f"{metric}: label values are str, int, bool or enum, got {type(value).__name__}")
 
 
-class _Child:
-    """A series: one label set of one family."""
-
-    __slots__ = ("_lock", "inner", "labels")
-    overflow = False  # True for the one series a family's overflowing label sets share
-
-    def __init__(self, labels: tuple[str, ...], inner: str) -> None:
-        self.labels = labels
-        self.inner = inner
-        self._lock = threading.Lock()
-
-    @property
-    def labelstr(self) -> str:
-        return "{" + self.inner[:-1] + "}" if self.inner else ""
+H = TypeVar("H")
 
 
-class CounterChild(_Child):
-    """A monotonic cumulative sum."""
+class Family(Generic[H]):
+    """One catalogue metric: its spec, label validation and the streams it records into."""
 
-    __slots__ = ("_metric", "value")
-
-    def __init__(self, labels: tuple[str, ...], inner: str, metric: str) -> None:
-        super().__init__(labels, inner)
-        self._metric = metric
-        self.value: int | float = 0
-
-    def inc(self, amount: int | float = 1) -> None:
-        """Add ``amount`` (finite, >= 0)."""
-        if not 0 <= amount < _INF:  # also rejects NaN
-            raise ValueError(f"{self._metric}: increments must be finite and >= 0, got {amount!r}")
-        with self._lock:
-            self.value += amount
-
-
-class GaugeChild(_Child):
-    """A last value."""
-
-    __slots__ = ("_metric", "value")
-
-    def __init__(self, labels: tuple[str, ...], inner: str, metric: str) -> None:
-        super().__init__(labels, inner)
-        self._metric = metric
-        self.value: int | float = 0
-
-    def set(self, value: int | float) -> None:
-        if not -_INF < value < _INF:
-            raise ValueError(f"{self._metric}: gauge values must be finite numbers, got {value!r}")
-        self.value = value
-
-    def inc(self, amount: int | float = 1) -> None:
-        if not -_INF < amount < _INF:
-            raise ValueError(f"{self._metric}: gauge changes must be finite numbers, got {amount!r}")
-        with self._lock:
-            self.value += amount
-
-    def dec(self, amount: int | float = 1) -> None:
-        self.inc(-amount)
-
-
-class HistogramChild(_Child):
-    """Explicit-bucket histogram: per-bucket counts, sum and count."""
-
-    __slots__ = ("_bounds", "_metric", "_pending", "count", "counts", "max", "min", "sum")
-
-    def __init__(self, labels: tuple[str, ...], inner: str, metric: str, bounds: tuple[float, ...]) -> None:
-        super().__init__(labels, inner)
-        self._metric = metric
-        self._bounds = bounds
-        self._pending: list[int | float] = []  # observe_measured values not yet bucketed
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum: int | float = 0
-        self.count = 0
-        self.min: int | float = _INF  # min and max as OpenTelemetry's histogram aggregation keeps them
-        self.max: int | float = -_INF
-
-    def observe(self, value: int | float) -> None:
-        """Record ``value`` (finite, >= 0: every catalogue histogram measures a duration or a size)."""
-        if not 0 <= value < _INF:
-            raise ValueError(f"{self._metric}: observations must be finite and >= 0, got {value!r}")
-        i = bisect_left(self._bounds, value)
-        with self._lock:
-            self.counts[i] += 1
-            self.sum += value
-            self.count += 1
-            if value < self.min:
-                self.min = value
-            if value > self.max:
-                self.max = value
-
-    def observe_measured(self, value: int | float) -> None:
-        """Record a value the caller measured itself (a clock difference: finite, >= 0), unchecked and
-        unbucketed: it is appended now and bucketed on the next read (``snapshot``) or after 512 such values.
-        For instrumentation on paths where ``observe``'s lock and bisect are a visible share of the work
-        (a SQLite ``SELECT 1`` takes ~30 µs)."""
-        pending = self._pending
-        pending.append(value)  # list.append is atomic: no lock on this path
-        if len(pending) >= 512:
-            self._drain()
-
-    def _drain(self) -> None:
-        with self._lock:
-            pending = self._pending
-            n = len(pending)
-            if not n:
-                return
-            values = pending[:n]
-            del pending[:n]  # only what was taken: values appended meanwhile stay for the next drain
-            bounds, counts, total = self._bounds, self.counts, self.sum
-            for value in values:
-                counts[bisect_left(bounds, value)] += 1
-                total += value  # in order, as observe() adds: the same float sum to the last bit
-            self.sum = total
-            self.count += n
-            self.min = min(self.min, min(values))
-            self.max = max(self.max, max(values))
-
-    def snapshot(self) -> tuple[list[int], int | float, int]:
-        if self._pending:
-            self._drain()
-        with self._lock:
-            return self.counts[:], self.sum, self.count
-
-
-class _OverflowCounter(CounterChild):
-    __slots__ = ("_report",)
-    overflow = True
-
-    def __init__(self, labels: tuple[str, ...], inner: str, metric: str, report: CounterChild) -> None:
-        super().__init__(labels, inner, metric)
-        self._report = report
-
-    def inc(self, amount: int | float = 1) -> None:
-        super().inc(amount)
-        self._report.inc()
-
-
-class _OverflowGauge(GaugeChild):
-    __slots__ = ("_report",)
-    overflow = True
-
-    def __init__(self, labels: tuple[str, ...], inner: str, metric: str, report: CounterChild) -> None:
-        super().__init__(labels, inner, metric)
-        self._report = report
-
-    def set(self, value: int | float) -> None:
-        super().set(value)
-        self._report.inc()
-
-    def inc(self, amount: int | float = 1) -> None:
-        super().inc(amount)
-        self._report.inc()
-
-
-class _OverflowHistogram(HistogramChild):
-    __slots__ = ("_report",)
-    overflow = True
-
-    def __init__(self, labels: tuple[str, ...], inner: str, metric: str, bounds: tuple[float, ...],
-                 report: CounterChild) -> None:
-        super().__init__(labels, inner, metric, bounds)
-        self._report = report
-
-    def observe(self, value: int | float) -> None:
-        super().observe(value)
-        self._report.inc()
-
-    def observe_measured(self, value: int | float) -> None:
-        super().observe_measured(value)
-        self._report.inc()
-
-
-C = TypeVar("C", bound=_Child)
-
-
-class Family(Generic[C]):
-    """One metric family: its spec and its series, keyed by label values."""
-
-    def __init__(self, spec: MetricSpec, limit: int, overflow_report: Callable[[], CounterChild] | None) -> None:
-        if limit < 1:
-            raise ValueError(f"{spec.name}: the label-set limit must be at least 1, got {limit}")
+    def __init__(self, spec: MetricSpec, registry: Registry) -> None:
         self.spec = spec
         self.name = spec.name
-        self.limit = limit
-        self._overflow_report = overflow_report
+        self._registry = registry
+        self._streams: tuple[Stream, ...] = ()
         self._lock = threading.Lock()
-        self._by_key: dict[tuple[Any, ...], C] = {}  # every all-str spelling seen -> series
+        self._by_key: dict[tuple[Any, ...], Any] = {}  # every all-str spelling seen -> handle
         # Spellings holding non-str values, keyed with their types: True == 1 and hash(True) == hash(1), so
         # labels(True) ("true") and labels(1) ("1") must not share a cache slot.
-        self._by_typed_key: dict[tuple[tuple[Any, ...], tuple[type, ...]], C] = {}
-        self._series: dict[tuple[str, ...], C] = {}  # canonical label values -> series
-        self._overflow: C | None = None
+        self._by_typed_key: dict[tuple[tuple[Any, ...], tuple[type, ...]], Any] = {}
+        self._overflow_handle: Fanout | None = None
         self._callbacks: list[GaugeCallback] = []
-        if not spec.labels and spec.kind is Kind.COUNTER:
-            self._resolve(())  # a label-less counter exists from zero, as in prometheus_client
+
+    @property
+    def streams(self) -> tuple[Stream, ...]:
+        return self._streams
+
+    @property
+    def limit(self) -> int:
+        """The label-set limit of the family's (first) stream."""
+        return self._streams[0].limit if self._streams else self._registry.limit_for(self.name)
 
     # -- the recording side -------------------------------------------------------------------------------
-    def labels(self, *values: LabelValue, **named: LabelValue) -> C:
-        """The series for this label set, created (and validated) on first use.
+    def labels(self, *values: LabelValue, **named: LabelValue) -> H:
+        """The handle for this label set, created (and validated) on first use.
 
         Raises ``ValueError`` naming the metric and what is allowed for unknown or missing label names and
         values outside a documented set.
@@ -260,33 +84,30 @@ class Family(Generic[C]):
         if named:
             if values:
                 raise TypeError(f"{self.name}: pass label values by position or by name, not both")
-            unknown = set(named) - set(self.spec.labels)
-            if unknown or len(named) != len(self.spec.labels):
-                missing = set(self.spec.labels) - set(named)
-                raise ValueError(f"{self.name}: labels are {list(self.spec.labels)}"
+            labels = self.spec.labels
+            if len(named) != len(labels) or not all(n in named for n in labels):
+                unknown = set(named) - set(labels)
+                missing = set(labels) - set(named)
+                raise ValueError(f"{self.name}: labels are {list(labels)}"
                                  + (f"; unknown {sorted(unknown)}" if unknown else "")
                                  + (f"; missing {sorted(missing)}" if missing else ""))
-            values = tuple(named[n] for n in self.spec.labels)
-        child = self._by_key.get(values)
-        if child is None:
+            values = tuple(named[n] for n in labels)
+        handle = self._by_key.get(values)
+        if handle is None:
             # Keys holding bools or ints are cached with their types (see _by_typed_key); looking them up here
             # keeps labels(name, True, 0) off the validating slow path.
-            child = self._by_typed_key.get((values, tuple(map(type, values))))
-            if child is None:
-                child = self._resolve(values)
-        return child
+            handle = self._by_typed_key.get((values, tuple(map(type, values))))
+            if handle is None:
+                handle = self._resolve(values)
+        return handle  # type: ignore[no-any-return]
 
-    def _resolve(self, key: tuple[Any, ...]) -> C:
+    def canonical(self, key: Sequence[Any]) -> tuple[str, ...]:
+        """Validated label values as strings, in the spec's order."""
         spec = self.spec
-        typed = None if all(type(v) is str for v in key) else (key, tuple(type(v) for v in key))
-        if typed is not None:
-            cached = self._by_typed_key.get(typed)
-            if cached is not None:
-                return cached
         if len(key) != len(spec.labels):
             raise ValueError(f"{self.name}: expected {len(spec.labels)} label values for {list(spec.labels)}, "
                              f"got {len(key)}")
-        values = tuple(_to_label(v) for v in key)
+        values = tuple(_to_label(self.name, v) for v in key)
         for name, value in zip(spec.labels, values, strict=True):
             allowed = spec.allowed.get(name)
             if allowed is not None and value not in allowed:
@@ -298,71 +119,85 @@ class Family(Generic[C]):
                     value.encode()
                 except UnicodeEncodeError:  # a lone surrogate would fail every later scrape's encoding
                     raise ValueError(f"{self.name}: label {name}={value!r} is not valid Unicode text") from None
+        return values
+
+    def _resolve(self, key: tuple[Any, ...]) -> Any:
+        typed = None if all(type(v) is str for v in key) else (key, tuple(type(v) for v in key))
+        values = self.canonical(key)
+        cells: list[Cell] = []
+        reports: list[Any] = []
+        for stream in self._streams:
+            cell, new = stream.resolve(stream.project(values))
+            overflowed = stream.is_overflow(cell)
+            if overflowed:
+                reports.append(self._registry.overflow_report(stream))
+            cells.append(cell)
+            if new:
+                self._registry.new_series(stream, OVERFLOW_VALUES if overflowed else cell.labels)
+        handle: Any
+        if len(cells) == 1 and not reports:
+            handle = cells[0]
+        elif len(cells) == 1:  # every overflowing label set of a one-stream family shares one handle
+            handle = self._overflow_handle
+            if handle is None or handle.cells[0] is not cells[0]:
+                handle = self._overflow_handle = Fanout(self.name, self.spec.kind is Kind.COUNTER, cells, reports,
+                                                        OVERFLOW_VALUES)
+        else:
+            handle = Fanout(self.name, self.spec.kind is Kind.COUNTER, cells, reports,
+                            cells[0].labels if cells else values)
         with self._lock:
-            child = self._series.get(values)
-            if child is None:
-                if len(self._series) >= self.limit:
-                    return self._overflow_child()
-                child = self._new(values, label_inner(spec.labels, values))
-                self._series[values] = child
-            if len(self._by_key) + len(self._by_typed_key) < 4 * self.limit:  # spellings stay bounded too
+            if len(self._by_key) + len(self._by_typed_key) < 4 * max(self.limit, 1):  # spellings stay bounded
                 if typed is None:
-                    self._by_key[key] = child
+                    self._by_key[key] = handle
                 else:
-                    self._by_typed_key[typed] = child
-            return child
+                    self._by_typed_key[typed] = handle
+        return handle
 
-    def _overflow_child(self) -> C:
-        if self._overflow is None:
-            report = self._overflow_report() if self._overflow_report else None
-            self._overflow = self._new(("true",), label_inner((OVERFLOW_LABEL,), ("true",)), report)
-            _log.warning("%s reached its limit of %d label sets; new label sets go to the %s=\"true\" series",
-                         self.name, self.limit, OVERFLOW_LABEL)
-        return self._overflow
-
-    def _new(self, values: tuple[str, ...], inner: str, report: CounterChild | None = None) -> C:
-        raise NotImplementedError
-
-    # -- the collection side ------------------------------------------------------------------------------
-    def series(self) -> list[C]:
-        """A snapshot of the series, overflow last."""
+    # -- configuration and the collection side ------------------------------------------------------------
+    def _set_streams(self, streams: tuple[Stream, ...]) -> None:
         with self._lock:
-            out = list(self._series.values())
-            if self._overflow is not None:
-                out.append(self._overflow)
-        return out
+            self._streams = streams
+            self._by_key = {}
+            self._by_typed_key = {}
+            self._overflow_handle = None
+        self._zero_series()
+
+    def _zero_series(self) -> None:
+        if not self.spec.labels and self.spec.kind is Kind.COUNTER:
+            self._resolve(())  # a label-less counter exists from zero, as in prometheus_client
+
+    def has_data(self) -> bool:
+        """Whether anything beyond the zero series of a label-less counter exists."""
+        for stream in self._streams:
+            for cell in stream.cells():
+                if cell.labels or getattr(cell, "value", None) or getattr(cell, "count", None):
+                    return True
+        return False
+
+    def series(self) -> list[Any]:
+        """The cells of the family's (first) stream, overflow last."""
+        return self._streams[0].cells() if self._streams else []
 
     def clear(self) -> None:
         """Forget every series (tests, and series whose subject is gone)."""
         with self._lock:
-            self._by_key.clear()
-            self._by_typed_key.clear()
-            self._series.clear()
-            self._overflow = None
-        if not self.spec.labels and self.spec.kind is Kind.COUNTER:
-            self._resolve(())
+            self._by_key = {}
+            self._by_typed_key = {}
+            self._overflow_handle = None
+        for stream in self._streams:
+            stream.clear()
+        self._zero_series()
 
 
 class CounterFamily(Family[CounterChild]):
-    def _new(self, values: tuple[str, ...], inner: str, report: CounterChild | None = None) -> CounterChild:
-        if report is not None:
-            return _OverflowCounter(values, inner, self.name, report)
-        return CounterChild(values, inner, self.name)
+    pass
 
 
 class HistogramFamily(Family[HistogramChild]):
-    def _new(self, values: tuple[str, ...], inner: str, report: CounterChild | None = None) -> HistogramChild:
-        if report is not None:
-            return _OverflowHistogram(values, inner, self.name, self.spec.buckets, report)
-        return HistogramChild(values, inner, self.name, self.spec.buckets)
+    pass
 
 
 class GaugeFamily(Family[GaugeChild]):
-    def _new(self, values: tuple[str, ...], inner: str, report: CounterChild | None = None) -> GaugeChild:
-        if report is not None:
-            return _OverflowGauge(values, inner, self.name, report)
-        return GaugeChild(values, inner, self.name)
-
     def add_callback(self, callback: GaugeCallback) -> Callable[[], None]:
         """Read values at collection time: ``callback()`` returns (labels, value) pairs. Returns a function
         that removes the callback."""
@@ -399,32 +234,86 @@ class Registry:
     """One family per catalogue entry; ``registry["tuist_runs_total"]`` or the typed accessors."""
 
     def __init__(self, catalogue: Iterable[MetricSpec] = CATALOGUE, *, cardinality_limit: int = 2000,
-                 limits: Mapping[str, int] | None = None) -> None:
-        self._families: dict[str, Family[Any]] = {}
-        for s in catalogue:
-            report = None if s.name == OVERFLOW_METRIC else self._reporter(s.name)
-            self._families[s.name] = _FAMILY_TYPES[s.kind](s, cardinality_limit, report)
-        self.set_limits(cardinality_limit, limits or {})
+                 limits: Mapping[str, int] | None = None, cells: CellFactory = memory_cells) -> None:
+        specs = tuple(catalogue)
+        self._families: dict[str, Family[Any]] = {s.name: _FAMILY_TYPES[s.kind](s, self) for s in specs}
+        self._cells = cells
+        self._default_limit = cardinality_limit
+        self._limits: dict[str, int] = {}
+        self._new_series: NewSeries | None = None
+        # True while a CatalogueMeterProvider runs the gauge callbacks on every collection.
+        self.sdk_observes_gauges = False
+        self._check_limits(cardinality_limit, limits or {})
+        self._default_limit, self._limits = cardinality_limit, dict(limits or {})
+        self._shapes: dict[str, tuple[StreamShape, ...]] = {}
+        self.configure({})
 
-    def set_limits(self, default: int, per_metric: Mapping[str, int]) -> None:
-        """Label sets kept per family before new ones overflow; existing series are never dropped."""
-        unknown = set(per_metric) - set(self._families)
+    # -- configuration ------------------------------------------------------------------------------------
+    def configure(self, shapes: Mapping[str, Sequence[StreamShape]]) -> None:
+        """Set the streams each family records into (from the Views; families not named get their default
+        stream). A family whose streams change must not hold data yet: handles already given out would keep
+        writing to the old streams."""
+        unknown = set(shapes) - set(self._families)
+        if unknown:
+            raise ValueError(f"stream shapes for metrics not in the catalogue: {sorted(unknown)}")
+        wanted = {name: tuple(shapes.get(name, (StreamShape.default(f.spec),)))
+                  for name, f in self._families.items()}
+        changed = [name for name, shape in wanted.items() if self._shapes.get(name) != shape]
+        busy = [name for name in changed if name in self._shapes and self._families[name].has_data()]
+        if busy:
+            raise ValueError(f"Views change metrics that already recorded data: {sorted(busy)}; pass views to the "
+                             "first setup() of the process, before anything is recorded")
+        names = [shape.name for shapes_ in wanted.values() for shape in shapes_]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two metric streams would be named {twice}; give each View its own name")
+        for name in changed:
+            family = self._families[name]
+            family._set_streams(tuple(Stream(family.spec, shape, 1, self._cells) for shape in wanted[name]))
+        self._shapes = wanted
+        self.set_limits(self._default_limit, self._limits)
+
+    def _check_limits(self, default: int, per_metric: Mapping[str, int]) -> None:
+        known = set(self._families) | {s.name for f in self._families.values() for s in f.streams}
+        unknown = set(per_metric) - known
         if unknown:
             raise ValueError(f"cardinality limits for metrics not in the catalogue: {sorted(unknown)}")
-        for name, family in self._families.items():
-            limit = per_metric.get(name, default)
+        for name, limit in {"default": default, **per_metric}.items():
             if limit < 1:
                 raise ValueError(f"{name}: the label-set limit must be at least 1, got {limit}")
-            if name == OVERFLOW_METRIC:  # one series per family at most: it must never overflow itself
-                limit = max(limit, len(self._families))
-            family.limit = limit
 
-    def _reporter(self, name: str) -> Callable[[], CounterChild] | None:
-        def report() -> CounterChild:
-            family = self._families.get(OVERFLOW_METRIC)
-            return family.labels(name) if isinstance(family, CounterFamily) else CounterChild((), "", name)
-        return report
+    def limit_for(self, name: str, spec_name: str | None = None) -> int:
+        limit = self._limits.get(name, self._limits.get(spec_name or name, self._default_limit))
+        if (spec_name or name) == OVERFLOW_METRIC:  # one series per stream at most: it must never overflow
+            limit = max(limit, len(self.streams()))
+        return limit
 
+    def set_limits(self, default: int, per_metric: Mapping[str, int]) -> None:
+        """Label sets kept per stream before new ones overflow; existing series are never dropped."""
+        self._check_limits(default, per_metric)
+        self._default_limit, self._limits = default, dict(per_metric)
+        for family in self._families.values():
+            for stream in family.streams:
+                stream.limit = self.limit_for(stream.name, family.name)
+
+    # -- the SDK bridge's hooks ---------------------------------------------------------------------------
+    def on_new_series(self, hook: NewSeries | None) -> None:
+        """Call ``hook(stream, label values)`` for every series made from now on (``None`` to stop)."""
+        self._new_series = hook
+
+    def new_series(self, stream: Stream, labels: tuple[str, ...]) -> None:
+        hook = self._new_series
+        if hook is not None:
+            hook(stream, labels)
+
+    def overflow_report(self, stream: Stream) -> Any:
+        """The counter a measurement into ``stream``'s overflow series also increments."""
+        family = self._families.get(OVERFLOW_METRIC)
+        if family is None or family.spec.labels != ("metric",):
+            return CounterCell(OVERFLOW_METRIC, ())  # no overflow metric in this catalogue: count nowhere
+        return family.labels(stream.name)
+
+    # -- access -------------------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Family[Any]:
         try:
             return self._families[name]
@@ -454,6 +343,10 @@ class Registry:
 
     def families(self) -> tuple[Family[Any], ...]:
         return tuple(self._families.values())
+
+    def streams(self) -> list[Stream]:
+        """Every stream, in catalogue order."""
+        return [s for f in self._families.values() for s in f.streams]
 
     def observe_gauges(self) -> None:
         """Run every gauge callback (called once per collection)."""

@@ -1,19 +1,25 @@
-"""``setup()`` and ``shutdown()``: the MeterProvider, its resource and views, our Prometheus reader and the
-``/metrics`` endpoint, runtime metrics and, when configured, OTLP metric push. Idempotent."""
+"""``setup()`` and ``shutdown()``: the MeterProvider with the catalogue's instruments and Views, its resource,
+our Prometheus reader and the ``/metrics`` endpoint, the user's extra readers and Views, runtime metrics and,
+when ``OTEL_METRICS_EXPORTER`` names otlp, the stock OTLP reader and exporter. Idempotent."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION, Resource
 
+from telemetry import views as catalogue_views
+from telemetry.bridge import CatalogueMeterProvider
+from telemetry.cells import EXEMPLARS
 from telemetry.config import Settings
 from telemetry.exposition.reader import PrometheusReader
 from telemetry.exposition.server import MetricsServer
@@ -38,7 +44,7 @@ class Telemetry:
     settings: Settings
     registry: Registry
     recorders: Recorders
-    meter_provider: MeterProvider | None = None
+    meter_provider: CatalogueMeterProvider | None = None
     reader: PrometheusReader | None = None
     server: MetricsServer | None = None
     _closers: list[Any] = field(default_factory=list)
@@ -68,11 +74,16 @@ _lock = threading.Lock()
 
 
 def setup(settings: Settings | None = None, *, registry: Registry | None = None, serve: bool = True,
-          set_global: bool = True, **overrides: Any) -> Telemetry:
+          set_global: bool = True, metric_readers: Sequence[MetricReader] = (), views: Sequence[View] = (),
+          **overrides: Any) -> Telemetry:
     """Start telemetry once per process; later calls return the running instance.
 
     ``overrides`` are ``Settings`` fields (``metrics_port=0``, ``service_name="api"``, ...) and win over
     environment variables. ``serve=False`` skips the HTTP endpoint (``Telemetry.scrape()`` still renders).
+    ``metric_readers`` are added to the MeterProvider beside ours (an OTLP or console exporter's reader,
+    ``InMemoryMetricReader``): each sees every catalogue metric. ``views`` are OpenTelemetry Views; those that
+    select a catalogue instrument (by instrument or documented name) shape its stream: drop labels, rename,
+    change buckets, drop it. A View that cannot apply raises ``ValueError``.
     ``set_global`` installs the MeterProvider as OpenTelemetry's global one, so instrumentation libraries
     that use the global report to /metrics; OpenTelemetry allows that once per process, so only the first
     ``setup()`` of a process does it.
@@ -86,26 +97,29 @@ def setup(settings: Settings | None = None, *, registry: Registry | None = None,
             return _current
         settings = settings.replace(**overrides) if settings else Settings.from_env(**overrides)
         registry = registry or default_registry()
+        registry.configure(catalogue_views.resolve(views))
         registry.set_limits(settings.cardinality_limit, settings.cardinality_limits)
         recorders = Recorders(registry, gauge_refresh_seconds=settings.gauge_refresh_seconds)
         if settings.sdk_disabled:
             _log.info("OTEL_SDK_DISABLED is set: no metrics endpoint, nothing exported")
             _current = Telemetry(settings, registry, recorders)
             return _current
-        _current = _start(settings, registry, recorders, serve)
+        _current = _start(settings, registry, recorders, serve, metric_readers, views)
         if set_global and _current.meter_provider is not None:
             _install_global(_current.meter_provider)
         return _current
 
 
-def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: bool) -> Telemetry:
+def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: bool,
+           extra_readers: Sequence[MetricReader], views: Sequence[View]) -> Telemetry:
     resource = _resource(settings)
     reader = PrometheusReader(registry, target_info=settings.target_info, scope_labels=settings.scope_labels)
-    readers: list[Any] = [reader]
-    otlp = _otlp_reader(registry)
+    readers: list[MetricReader] = [reader, *extra_readers]
+    otlp = _otlp_reader()
     if otlp is not None:
         readers.append(otlp)
-    provider = MeterProvider(resource=resource, metric_readers=readers, views=_VIEWS)
+    EXEMPLARS.enabled = os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER, "trace_based").strip() != "always_off"
+    provider = CatalogueMeterProvider.build(registry, readers, views=_VIEWS, user_views=views, resource=resource)
     telemetry = Telemetry(settings, registry, recorders, provider, reader)
     try:
         if settings.runtime_metrics:
@@ -136,21 +150,22 @@ def _resource(settings: Settings) -> Resource:
     return Resource.create(attributes)
 
 
-def _otlp_reader(registry: Registry) -> Any:
-    """An OTLP/HTTP push reader when OTEL_METRICS_EXPORTER names otlp (needs the ``otlp`` extra)."""
+def _otlp_reader() -> MetricReader | None:
+    """The stock periodic reader and OTLP/HTTP exporter when OTEL_METRICS_EXPORTER names otlp (needs the
+    ``otlp`` extra); both read their settings from the standard OTEL_EXPORTER_OTLP_* and
+    OTEL_METRIC_EXPORT_* variables."""
     if "otlp" not in os.environ.get(OTEL_METRICS_EXPORTER, "").split(","):
         return None
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-    from telemetry.otel import OtlpCatalogueReader
-
-    return OtlpCatalogueReader(OTLPMetricExporter(), registry)
+    return PeriodicExportingMetricReader(OTLPMetricExporter())
 
 
 _global_installed = False
 
 
-def _install_global(provider: MeterProvider) -> None:
+def _install_global(provider: CatalogueMeterProvider) -> None:
     global _global_installed
     if not _global_installed:
         from opentelemetry import metrics

@@ -143,13 +143,16 @@ def test_spec_lookup_names_close_matches() -> None:
 
 def test_spec_rejects_inconsistent_definitions() -> None:
     with pytest.raises(ValueError, match="only histograms, have buckets"):
-        MetricSpec("x", Kind.COUNTER, "h", "d", buckets=(1.0,))
+        MetricSpec("x", Kind.COUNTER, "h", "d", "x.y", buckets=(1.0,))
     with pytest.raises(ValueError, match="only histograms, have buckets"):
-        MetricSpec("x", Kind.HISTOGRAM, "h", "d")
+        MetricSpec("x", Kind.HISTOGRAM, "h", "d", "x.y")
     with pytest.raises(ValueError, match="strictly increasing"):
-        MetricSpec("x", Kind.HISTOGRAM, "h", "d", buckets=(2.0, 1.0))
+        MetricSpec("x", Kind.HISTOGRAM, "h", "d", "x.y", buckets=(2.0, 1.0))
     with pytest.raises(ValueError, match="unknown labels"):
-        MetricSpec("x", Kind.COUNTER, "h", "d", labels=("a",), allowed={"b": frozenset({"1"})})
-    s = MetricSpec("x", Kind.COUNTER, "h", "d", labels=("a",), allowed={"a": frozenset({"1"})})
+        MetricSpec("x", Kind.COUNTER, "h", "d", "x.y", labels=("a",), allowed={"b": frozenset({"1"})})
+    for bad in ("x", "X.Y", "x_total", "1x.y"):
+        with pytest.raises(ValueError, match="not an OpenTelemetry-style instrument name"):
+            MetricSpec("x_total", Kind.COUNTER, "h", "d", bad)
+    s = MetricSpec("x", Kind.COUNTER, "h", "d", "x.y", labels=("a",), allowed={"a": frozenset({"1"})})
     with pytest.raises(TypeError):
         s.allowed["a"] = frozenset()  # type: ignore[index]

@@ -23,6 +23,7 @@ from sqlalchemy import create_engine  # imported before any patching, as service
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from telemetry.catalogue import DB_MS
+from telemetry.cells import HistogramCell
 from telemetry.exposition.reader import PrometheusReader
 from telemetry.exposition.server import MetricsServer
 from telemetry.instrumentation._db_pool import statement_kind
@@ -31,7 +32,7 @@ from telemetry.instrumentation.sqlalchemy import (
     instrumented_engines,
     uninstrument_sqlalchemy,
 )
-from telemetry.registry import HistogramChild, Registry
+from telemetry.registry import Registry
 from tests.conftest import port_open, require
 
 PG_SYNC = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -310,10 +311,10 @@ def test_failing_recording_never_breaks_the_query(tmp_path: Path, registry: Regi
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'fail.db'}")
     instrument_sqlalchemy(engine, pool_name="f", registry=registry)
-    def broken(self: HistogramChild, value: float) -> None:
+    def broken(self: HistogramCell, value: float) -> None:
         raise RuntimeError("registry exploded")
 
-    monkeypatch.setattr(HistogramChild, "observe", broken)
+    monkeypatch.setattr(HistogramCell, "observe", broken)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT 41 + 1")).scalar() == 42
     engine.dispose()

@@ -1,6 +1,7 @@
-"""The registry in OpenTelemetry's data model equals what the plain OpenTelemetry SDK records for the same
-measurements: same metric names, units, descriptions, types, temporality, attributes and point values
-(sums, counts, bucket counts, bounds, min, max). And the numbers on /metrics are those same values."""
+"""What any OpenTelemetry reader on the package's MeterProvider collects for the catalogue equals what the
+plain OpenTelemetry SDK records for the same measurements: same metric names, units, descriptions, types,
+temporality, attributes and point values (sums, counts, bucket counts, bounds, min, max). And the numbers on
+/metrics are those same values."""
 
 from __future__ import annotations
 
@@ -18,12 +19,11 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-from opentelemetry.sdk.resources import Resource
 
-from telemetry.catalogue import CATALOGUE, OVERFLOW_METRIC, Kind, MetricSpec
-from telemetry.exposition.render import format_float, render
-from telemetry.otel import SCOPE, to_metrics_data
-from telemetry.registry import Registry, label_inner
+from telemetry.bridge import CatalogueMeterProvider
+from telemetry.catalogue import CATALOGUE, OVERFLOW_METRIC, SCOPE_NAME, Kind, MetricSpec
+from telemetry.exposition.render import format_float, label_inner, render
+from telemetry.registry import Registry
 
 SPECS = [s for s in CATALOGUE if s.name != OVERFLOW_METRIC]
 Op = tuple[MetricSpec, tuple[str, ...], float]
@@ -55,8 +55,7 @@ def operations(draw: st.DrawFn) -> list[Op]:
     return ops
 
 
-def record_registry(ops: list[Op]) -> Registry:
-    registry = Registry()
+def record_registry(ops: list[Op], registry: Registry) -> Registry:
     for s, labels, value in ops:
         if s.kind is Kind.COUNTER:
             registry.counter(s.name).labels(*labels).inc(value)
@@ -73,7 +72,7 @@ def record_sdk(ops: list[Op]) -> MetricsData:
     views = [View(instrument_name=s.name, aggregation=ExplicitBucketHistogramAggregation(s.buckets))
              for s in SPECS if s.kind is Kind.HISTOGRAM]
     provider = MeterProvider(metric_readers=[reader], views=views, shutdown_on_exit=False)
-    meter = provider.get_meter(SCOPE.name, SCOPE.version)
+    meter = provider.get_meter(SCOPE_NAME)
     instruments: dict[str, Any] = {}
     for s in SPECS:
         make = {Kind.COUNTER: meter.create_counter, Kind.GAUGE: meter.create_gauge,
@@ -126,9 +125,21 @@ def assert_equivalent(ours: Metric, sdk: Metric) -> None:
         assert (got.start_time_unix_nano is None) == (expected.start_time_unix_nano is None)
 
 
+def record_ours(ops: list[Op]) -> tuple[Registry, MetricsData]:
+    """The package's path: the registry's handles, collected by a stock reader on the catalogue's provider."""
+    registry = Registry()
+    reader = InMemoryMetricReader()
+    provider = CatalogueMeterProvider.build(registry, [reader], shutdown_on_exit=False)
+    record_registry(ops, registry)
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    assert data is not None
+    return registry, data
+
+
 def compare(ops: list[Op]) -> tuple[Registry, dict[str, Metric]]:
-    registry = record_registry(ops)
-    ours = metrics_of(to_metrics_data(registry, Resource.get_empty(), 0))
+    registry, data = record_ours(ops)
+    ours = metrics_of(data)
     sdk = metrics_of(record_sdk(ops))
     for name, metric in sdk.items():
         assert_equivalent(ours[name], metric)

@@ -1,7 +1,8 @@
 """``PrometheusReader``: an OpenTelemetry ``MetricReader`` that renders the Prometheus text exposition.
 
 Registered on the ``MeterProvider`` like any reader (cumulative temporality), it collects the SDK's metrics on
-each scrape and renders them together with the catalogue registry (see ``render``).
+each scrape and renders them together with the catalogue streams, which it reads from the store directly (the
+catalogue's aggregations report nothing to it: see ``telemetry.bridge.quiet``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader, MetricsData
 
-from telemetry.exposition.render import render
+from telemetry import _sdk, bridge
+from telemetry.exposition.render import Renderer, render
 from telemetry.registry import Registry
 
 _CUMULATIVE: dict[type, AggregationTemporality] = {
@@ -38,6 +40,7 @@ class PrometheusReader(MetricReader):
         self._scope_labels = scope_labels
         self._data: MetricsData | None = None
         self._scrape_lock = threading.Lock()
+        self._renderer = Renderer()
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         self._data = metrics_data
@@ -46,12 +49,14 @@ class PrometheusReader(MetricReader):
         """Collect and render one exposition. Concurrent scrapes are serialised."""
         with self._scrape_lock:
             self._data = None
-            if getattr(self, "_collect", None) is not None:  # registered on a MeterProvider
-                self.collect()
-            if self._registry is not None:
-                self._registry.observe_gauges()
-            return render(self._registry, self._data, target_info=self._target_info,
-                          scope_labels=self._scope_labels)
+            registry = self._registry
+            if _sdk.is_registered(self):
+                with bridge.quiet():
+                    self.collect()
+            if registry is not None and not registry.sdk_observes_gauges:
+                registry.observe_gauges()
+            return render(registry, self._data, target_info=self._target_info, scope_labels=self._scope_labels,
+                          renderer=self._renderer)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self._data = None

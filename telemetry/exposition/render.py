@@ -1,17 +1,23 @@
 """Prometheus text format 0.0.4, written by hand.
 
-Catalogue families are rendered under their exact names and documented types (no ``_total`` or unit suffix
-added). Everything else the OpenTelemetry SDK collected (runtime, instrumentation libraries) is rendered with
-the standard OpenTelemetry-to-Prometheus naming: sanitised name, unit suffix, ``_total`` on monotonic sums.
-Each series carries exactly its own labels: nothing is unioned or back-filled.
+Catalogue streams are rendered from the store's snapshot under their exact names and documented types (no
+``_total`` or unit suffix added); label escaping and the label text of each series are the renderer's, cached
+per series. Everything else the OpenTelemetry SDK collected (runtime, instrumentation libraries) is rendered
+with the standard OpenTelemetry-to-Prometheus naming: sanitised name, unit suffix, ``_total`` on monotonic
+sums. Each series carries exactly its own labels: nothing is unioned or back-filled.
+
+One family per name, always: a metric whose sample names another family already uses (a catalogue name
+recorded through another scope, two scopes with one name and different types) is left out, with one warning
+per name, so the exposition never has a second ``# HELP``/``# TYPE`` line for a name.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -23,10 +29,24 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from telemetry.catalogue import Kind
-from telemetry.registry import CounterFamily, GaugeFamily, HistogramFamily, Registry, escape_label_value
+from telemetry.catalogue import OVERFLOW_LABEL, Kind
+from telemetry.registry import Registry
+from telemetry.store import Stream
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_log = logging.getLogger(__name__)
+
+
+def escape_label_value(value: str) -> str:
+    """Text format 0.0.4 escaping for label values: backslash, double quote and newline."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def label_inner(names: Sequence[str], values: Sequence[str]) -> str:
+    """``a="x",b="y",`` — the rendered label pairs with a trailing comma (empty for no labels)."""
+    return "".join(f'{n}="{escape_label_value(v)}",' for n, v in zip(names, values, strict=True))
 
 
 def format_float(value: float | int) -> str:
@@ -77,22 +97,81 @@ def _layout(name: str, bounds: tuple[float, ...]) -> _HistogramLayout:
     return layout
 
 
-def render_registry(registry: Registry, out: list[str]) -> None:
-    """Append the catalogue families to ``out``. Gauge callbacks must have run already."""
-    for family in registry.families():
-        spec = family.spec
-        out.append(_header(spec.name, spec.help, spec.kind.value))
-        series = family.series()
-        if isinstance(family, HistogramFamily):
-            layout = _layout(spec.name, spec.buckets)
-            for child in series:
-                counts, total, count = child.snapshot()
-                _histogram_lines(out, layout, child.inner, counts, total, count)
-        elif isinstance(family, CounterFamily | GaugeFamily):
-            name = spec.name
-            for child in series:
-                value = child.value
-                out.append(f"{name}{child.labelstr} {value if type(value) is int else format_float(value)}\n")
+def sample_names(name: str, kind: Kind) -> tuple[str, ...]:
+    if kind is Kind.HISTOGRAM:
+        return (f"{name}_bucket", f"{name}_sum", f"{name}_count", name)
+    return (name,)
+
+
+class _Labels:
+    """The rendered label text of a stream's series, made once per series: ``a="x",`` for histograms (the
+    bucket lines add ``le``), ``name{a="x"} `` for counters and gauges."""
+
+    __slots__ = ("name", "names", "overflow", "text")
+
+    def __init__(self, name: str, names: tuple[str, ...]) -> None:
+        self.name = name
+        self.names = names
+        self.text: dict[tuple[str, ...], str] = {}
+        self.overflow = f'{OVERFLOW_LABEL}="true",'
+
+    def inner(self, values: tuple[str, ...]) -> str:
+        text = self.text.get(values)
+        if text is None:
+            text = self.text[values] = label_inner(self.names, values)
+        return text
+
+    def prefix(self, values: tuple[str, ...]) -> str:
+        text = self.text.get(values)
+        if text is None:
+            inner = label_inner(self.names, values)
+            text = self.text[values] = f"{self.name}{{{inner[:-1]}}} " if inner else f"{self.name} "
+        return text
+
+
+class Renderer:
+    """Renders streams and SDK data; keeps the label text of series between scrapes."""
+
+    def __init__(self) -> None:
+        self._labels: dict[Stream, _Labels] = {}
+        self._warned: set[str] = set()
+
+    def _labels_of(self, stream: Stream, series: int) -> _Labels:
+        labels = self._labels.get(stream)
+        if labels is None or len(labels.text) > 2 * series + 64:
+            labels = self._labels[stream] = _Labels(stream.name, stream.label_names)  # new, or series cleared
+        return labels
+
+    def streams(self, streams: Iterable[Stream], out: list[str], taken: set[str]) -> None:
+        """Append the catalogue streams to ``out``; their sample names go into ``taken``."""
+        for stream in streams:
+            name = stream.name
+            taken.update(sample_names(name, stream.kind))
+            out.append(_header(name, stream.help, stream.kind.value))
+            points, overflow = stream.collect()
+            labels = self._labels_of(stream, len(points))
+            if stream.kind is Kind.HISTOGRAM:
+                layout = _layout(name, stream.buckets)
+                for values, cell in points:
+                    counts, total, count = cell.snapshot()
+                    _histogram_lines(out, layout, labels.inner(values), counts, total, count)
+                if overflow is not None:
+                    counts, total, count = overflow.snapshot()
+                    _histogram_lines(out, layout, labels.overflow, counts, total, count)
+            else:
+                prefix = labels.prefix
+                for values, cell in points:
+                    value = cell.value
+                    out.append(f"{prefix(values)}{value if type(value) is int else format_float(value)}\n")
+                if overflow is not None:
+                    value = overflow.value
+                    out.append(f"{name}{{{labels.overflow[:-1]}}} "
+                               f"{value if type(value) is int else format_float(value)}\n")
+
+    def warn_once(self, name: str, why: str) -> None:
+        if name not in self._warned:
+            self._warned.add(name)
+            _log.warning("%s is left out of /metrics: %s", name, why)
 
 
 def _histogram_lines(out: list[str], layout: _HistogramLayout, inner: str, counts: list[int],
@@ -178,11 +257,12 @@ def _inner(attributes: Mapping[str, Any] | None, extra: str = "") -> str:
 
 
 def render_otel(data: MetricsData | None, out: list[str], *, target_info: bool, scope_labels: bool,
-                skip: Iterable[str] = ()) -> None:
-    """Append what the SDK collected. ``skip`` names instruments that must not appear (none by default)."""
+                taken: set[str] | None = None, renderer: Renderer | None = None) -> None:
+    """Append what the SDK collected. Sample names in ``taken`` (the catalogue's) are never used again."""
     if data is None:
         return
-    skipped = set(skip)
+    taken = set() if taken is None else taken
+    renderer = renderer or Renderer()
     families: dict[str, tuple[str, str, list[str]]] = {}
     resource_attrs: dict[str, Any] = {}
     for rm in data.resource_metrics:
@@ -193,10 +273,8 @@ def render_otel(data: MetricsData | None, out: list[str], *, target_info: bool, 
                 scope = (f'otel_scope_name="{escape_label_value(sm.scope.name)}",'
                          f'otel_scope_version="{escape_label_value(sm.scope.version or "")}",')
             for metric in sm.metrics:
-                if metric.name in skipped:
-                    continue
-                _render_metric(metric, scope, families)
-    if target_info and resource_attrs:
+                _render_metric(metric, scope, families, taken, renderer)
+    if target_info and resource_attrs and "target_info" not in taken:
         out.append(_header("target_info", "Target metadata", "gauge"))
         inner = _inner(resource_attrs)
         out.append(f"target_info{{{inner[:-1]}}} 1\n")
@@ -205,7 +283,8 @@ def render_otel(data: MetricsData | None, out: list[str], *, target_info: bool, 
         out.extend(lines)
 
 
-def _render_metric(metric: Any, scope: str, families: dict[str, tuple[str, str, list[str]]]) -> None:
+def _render_metric(metric: Any, scope: str, families: dict[str, tuple[str, str, list[str]]], taken: set[str],
+                   renderer: Renderer) -> None:
     data = metric.data
     if isinstance(data, Sum):
         counter = data.is_monotonic
@@ -221,7 +300,16 @@ def _render_metric(metric: Any, scope: str, families: dict[str, tuple[str, str, 
         return
     entry = families.get(name)
     if entry is None:
+        clash = [n for n in sample_names(name, kind) if n in taken]
+        if clash:
+            renderer.warn_once(name, f"its sample name {clash[0]} is already used by another metric "
+                                     f"(one family per name)")
+            return
+        taken.update(sample_names(name, kind))
         entry = families[name] = (kind.value, metric.description or metric.name, [])
+    elif entry[0] != kind.value:
+        renderer.warn_once(name, f"another scope exposes it as a {entry[0]}, this one as a {kind.value}")
+        return
     lines = entry[2]
     for point in data.data_points:
         inner = _inner(point.attributes, scope)
@@ -234,10 +322,12 @@ def _render_metric(metric: Any, scope: str, families: dict[str, tuple[str, str, 
 
 
 def render(registry: Registry | None, data: MetricsData | None, *, target_info: bool = True,
-           scope_labels: bool = False) -> str:
-    """The whole exposition: catalogue families first, then what the SDK collected."""
+           scope_labels: bool = False, renderer: Renderer | None = None) -> str:
+    """The whole exposition: catalogue streams first, then what the SDK collected."""
+    renderer = renderer or Renderer()
     out: list[str] = []
+    taken: set[str] = set()
     if registry is not None:
-        render_registry(registry, out)
-    render_otel(data, out, target_info=target_info, scope_labels=scope_labels)
+        renderer.streams(registry.streams(), out, taken)
+    render_otel(data, out, target_info=target_info, scope_labels=scope_labels, taken=taken, renderer=renderer)
     return "".join(out)

@@ -324,9 +324,10 @@ class Bridge:
             self._announce_all()
 
     def detach(self) -> None:
-        self.registry.on_new_series(None)
-        self.registry.sdk_observes_gauges = False
         self._announce = False
+        if self.registry.new_series_hook == self._new_series:  # not if a newer provider took the registry over
+            self.registry.on_new_series(None)
+            self.registry.sdk_observes_gauges = False
 
     def reader_added(self, reader: MetricReader) -> None:
         from telemetry.exposition.reader import PrometheusReader

@@ -14,19 +14,19 @@ from telemetry.config import ENV
 
 def catalogue_markdown(specs: Sequence[MetricSpec] = CATALOGUE) -> str:
     """The README's metric table."""
-    rows = ["| Name on /metrics | Type | Doc type | Labels | Unit | Description |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| Name on /metrics | Type | Doc type | Labels | Unit | Instrument | Description |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for s in specs:
         names = ", ".join(f"`{n}`" for n in (s.doc_names if s.doc_names else (s.name,)))
         labels = ", ".join(f"`{n}`" + (f" ({'/'.join(sorted(s.allowed[n]))})" if n in s.allowed else "")
                            for n in s.labels)
         doc_type = s.doc_type if s.documented else "(not in the doc)"
-        rows.append(f"| {names} | {s.kind.value} | {doc_type} | {labels} | {s.unit} | {s.help} |")
+        rows.append(f"| {names} | {s.kind.value} | {doc_type} | {labels} | {s.unit} | `{s.instrument}` | {s.help} |")
     return "\n".join(rows)
 
 
 def catalogue_json(specs: Sequence[MetricSpec] = CATALOGUE) -> str:
-    return json.dumps([{"name": s.name, "type": s.kind.value, "doc_type": s.doc_type, "documented": s.documented,
+    return json.dumps([{"name": s.name, "instrument": s.instrument, "type": s.kind.value, "doc_type": s.doc_type, "documented": s.documented,
                         "doc_names": list(s.doc_names), "labels": list(s.labels), "unit": s.unit,
                         "allowed": {k: sorted(v) for k, v in s.allowed.items()}, "buckets": list(s.buckets),
                         "help": s.help, "domain": s.domain} for s in specs], indent=2)

@@ -301,6 +301,10 @@ class Registry:
         """Call ``hook(stream, label values)`` for every series made from now on (``None`` to stop)."""
         self._new_series = hook
 
+    @property
+    def new_series_hook(self) -> NewSeries | None:
+        return self._new_series
+
     def new_series(self, stream: Stream, labels: tuple[str, ...]) -> None:
         hook = self._new_series
         if hook is not None:

@@ -1,4 +1,4 @@
-"""otel-collector.yaml, checked structurally: no collector binary can be installed here (DESIGN.md §3).
+"""otel-collector.yaml, checked structurally: no collector binary can be installed here.
 
 What a collector would reject or get wrong at startup is checked instead: every component a pipeline names is
 defined (and every defined one used), memory_limiter comes first and batch last in every pipeline, no port

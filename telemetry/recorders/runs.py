@@ -38,6 +38,6 @@ class Runs:
         if isinstance(status, bool) or status not in (0, 1):
             raise ValueError(f"{RUNS_TOTAL}: status must be 0 (success) or 1 (failure), got {status!r}")
         pair = (self._total.labels(name, is_ci, status), self._duration.labels(name, is_ci, status))
-        if self._total.limit > len(self._bound):  # overflowed label sets are not worth a cache slot
+        if len(self._bound) < 4 * self._total.limit:  # bounded like the families' own caches; overflowed too
             self._bound[key] = pair
         return pair

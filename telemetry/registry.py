@@ -249,20 +249,26 @@ class Registry:
         self.configure({})
 
     # -- configuration ------------------------------------------------------------------------------------
-    def configure(self, shapes: Mapping[str, Sequence[StreamShape]]) -> None:
+    def configure(self, shapes: Mapping[str, Sequence[StreamShape]], cells: CellFactory | None = None) -> None:
         """Set the streams each family records into (from the Views; families not named get their default
-        stream). A family whose streams change must not hold data yet: handles already given out would keep
-        writing to the old streams."""
+        stream) and, with ``cells``, where their cells live. A family whose streams change must not hold data
+        yet: handles already given out would keep writing to the old streams."""
         unknown = set(shapes) - set(self._families)
         if unknown:
             raise ValueError(f"stream shapes for metrics not in the catalogue: {sorted(unknown)}")
         wanted = {name: tuple(shapes.get(name, (StreamShape.default(f.spec),)))
                   for name, f in self._families.items()}
-        changed = [name for name, shape in wanted.items() if self._shapes.get(name) != shape]
+        moved = cells is not None and cells != self._cells
+        changed = [name for name, shape in wanted.items() if moved or self._shapes.get(name) != shape]
         busy = [name for name in changed if name in self._shapes and self._families[name].has_data()]
+        if busy and moved:
+            raise ValueError(f"metrics already recorded data in this process's memory: {sorted(busy)}; set up "
+                             "multi-process mode before anything is recorded")
         if busy:
             raise ValueError(f"Views change metrics that already recorded data: {sorted(busy)}; pass views to the "
                              "first setup() of the process, before anything is recorded")
+        if cells is not None:
+            self._cells = cells
         names = [shape.name for shapes_ in wanted.values() for shape in shapes_]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:

@@ -25,11 +25,19 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+class _SharedServer(_Server):
+    """Several processes of one service bind the same port (SO_REUSEPORT) and the kernel spreads scrapes over
+    them; in multi-process mode each answers with the merged view of all of them."""
+
+    allow_reuse_port = True
+
+
 class MetricsServer:
     """Serves ``render()`` at ``path`` on a background thread until ``stop()``."""
 
     def __init__(self, render: Callable[[], str], *, host: str = "0.0.0.0", port: int = 9091,
-                 path: str = "/metrics", bearer_token: str = "", basic_auth: str = "") -> None:
+                 path: str = "/metrics", bearer_token: str = "", basic_auth: str = "",
+                 shared: bool = False) -> None:
         self._render = render
         self.path = path
         expected = ""
@@ -40,7 +48,7 @@ class MetricsServer:
         self._auth_scheme = expected.split(" ", 1)[0]
         handler = self._handler(expected.encode())
         try:
-            self._httpd = _Server((host, port), handler)
+            self._httpd = (_SharedServer if shared else _Server)((host, port), handler)
         except OSError as exc:
             raise ExpositionError(
                 f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}. Choose another port with "

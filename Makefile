@@ -14,9 +14,10 @@ NPM_STAMPS := $(addsuffix /node_modules/.installed,$(NPM_DIRS))
 
 setup: $(STAMP) $(NPM_STAMPS)
 
-$(STAMP): pyproject.toml
+# pyproject.toml holds compatible ranges; constraints.txt the exact set a fresh machine gets.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 %/node_modules/.installed: %/package-lock.json %/package.json

@@ -16,6 +16,7 @@ whose aggregation is the store name them, so every reader on the MeterProvider s
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -37,9 +38,11 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     NumberDataPoint,
 )
+from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
 from opentelemetry.sdk.metrics.view import DropAggregation, View
 
 from telemetry import _sdk
+from telemetry.cells import EXEMPLARS
 from telemetry.catalogue import BY_INSTRUMENT, BY_NAME, SCOPE_NAME, Kind
 from telemetry.registry import GaugeFamily, Registry
 from telemetry.store import OVERFLOW_VALUES, Stream
@@ -167,8 +170,10 @@ class _Sum(_Point, _sdk.SdkSum):
         value = cell.value
         if temporality is _CUMULATIVE:
             return NumberDataPoint(self._labelled, self._stream.start_ns, now, value)
-        start, self._last_ns = self._last_ns, now
         delta, self._previous = value - self._previous, value
+        if not delta:  # nothing recorded in this interval: no point, as the SDK
+            return None
+        start, self._last_ns = self._last_ns, now
         return NumberDataPoint(self._labelled, start, now, delta)
 
 
@@ -188,6 +193,7 @@ class _Histogram(_Point, _sdk.SdkHistogram):
         self._init(agg, instrument, attributes)
         self._boundaries = agg.stream.buckets
         self._previous: tuple[list[int], float, int] | None = None
+        self._tracker: list[float] | None = None
         self._exemplars_ns = 0
 
     def collect(self, temporality: AggregationTemporality, now: int) -> HistogramDataPoint | None:  # type: ignore[override]
@@ -197,16 +203,18 @@ class _Histogram(_Point, _sdk.SdkHistogram):
         counts, total, count = cell.snapshot()
         if not count:  # the SDK exports no point for a histogram nothing was recorded to
             return None
-        exemplars = self._new_exemplars(cell.exemplars)
-        start = self._stream.start_ns
+        start, low, high = self._stream.start_ns, cell.min, cell.max
         if temporality is not _CUMULATIVE:
             previous = self._previous or ([0] * len(counts), 0, 0)
+            if count == previous[2]:  # nothing recorded in this interval: no point, as the SDK
+                return None
             self._previous = (counts, total, count)
             counts = [a - b for a, b in zip(counts, previous[0], strict=True)]
             total, count = total - previous[1], count - previous[2]
+            self._tracker, low, high = cell.interval(self._tracker)
             start, self._last_ns = self._last_ns, now
         return HistogramDataPoint(self._labelled, start, now, count, total, tuple(counts), self._boundaries,
-                                  cell.min, cell.max, exemplars)
+                                  low, high, self._new_exemplars(cell.exemplars))
 
     def _new_exemplars(self, held: Sequence[Any] | None) -> list[Any]:
         """The exemplars recorded since this reader last collected (trace and span id, value, time)."""
@@ -240,6 +248,7 @@ class CatalogueMeterProvider(MeterProvider):
     def build(cls, registry: Registry, readers: Sequence[MetricReader], views: Sequence[View] = (),
               user_views: Sequence[View] = (), **kwargs: Any) -> CatalogueMeterProvider:
         bridge = Bridge(registry)
+        EXEMPLARS.configure(os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER, ""))  # the SDK's own default reading
         provider = cls(metric_readers=readers, views=[*bridge.views(), *(_sdk.excluding(v, bridge.reserved)
                                                                           for v in (*user_views, *views))],
                        **kwargs)

@@ -674,8 +674,6 @@ def test_delta_reader_sees_the_differences_between_collections() -> None:
     assert prom[RUNS_DURATION][labels_key(RUNS_DURATION, "build", "true", "0")][:2] == (3, 7650)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: delta histogram points carry the series' lifetime min/max "
-                                       "(telemetry/bridge.py _Histogram.collect passes cell.min, cell.max)")
 def test_delta_histogram_min_and_max_are_the_intervals() -> None:
     t, delta, _ = _delta_setup()
     duration = t.registry.histogram(RUNS_DURATION).labels("build", True, 0)
@@ -686,15 +684,13 @@ def test_delta_histogram_min_and_max_are_the_intervals() -> None:
     assert (point.count, point.min, point.max) == (1, 50, 50)  # the plain SDK's: the interval's only value
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: an interval with nothing recorded exports zero delta points "
-                                       "(a histogram point with count 0 but old min/max); the SDK exports none")
 def test_delta_interval_without_measurements_exports_no_point() -> None:
     t, delta, _ = _delta_setup()
     t.registry.counter(RUNS_TOTAL).labels("build", True, 0).inc(3)
     t.registry.histogram(RUNS_DURATION).labels("build", True, 0).observe(600)
     delta.get_metrics_data()
-    data = delta.get_metrics_data()
-    assert _points(data, RUNS_TOTAL)[1] == [] and _points(data, RUNS_DURATION)[1] == []
+    data = delta.get_metrics_data()  # None: nothing at all to report, as the SDK does
+    assert data is None or (_points(data, RUNS_TOTAL)[1] == [] and _points(data, RUNS_DURATION)[1] == [])
 
 
 def test_the_receiver_answers_503_or_not_at_all() -> None:

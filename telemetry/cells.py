@@ -23,10 +23,17 @@ _INF = float("inf")
 
 
 class _Exemplars:
-    """OpenTelemetry's trace-based exemplar filter for the cells: on unless OTEL_METRICS_EXEMPLAR_FILTER is
-    always_off (set by ``setup()``)."""
+    """OpenTelemetry's exemplar filter for the cells, from OTEL_METRICS_EXEMPLAR_FILTER (set when a
+    CatalogueMeterProvider is built): trace_based (the default) keeps measurements made under a sampled span,
+    always_on every measurement, always_off none."""
 
-    enabled = True
+    enabled = True  # trace_based or always_on
+    always = False  # always_on
+
+    def configure(self, name: str) -> None:
+        name = name.strip().lower() or "trace_based"
+        self.enabled = name != "always_off"
+        self.always = name == "always_on"
 
 
 EXEMPLARS = _Exemplars()
@@ -82,8 +89,8 @@ class GaugeCell:
 class HistogramCell:
     """Explicit-bucket histogram: bucket ``i`` counts values in ``(b[i-1], b[i]]``, as OpenTelemetry's."""
 
-    __slots__ = ("_bounds", "_lock", "_metric", "_pending", "count", "counts", "exemplars", "labels", "max", "min",
-                 "sum")
+    __slots__ = ("_bounds", "_lock", "_metric", "_pending", "count", "counts", "exemplars", "intervals", "labels",
+                 "max", "min", "sum")
     overflow = False
 
     def __init__(self, metric: str, labels: tuple[str, ...], bounds: tuple[float, ...]) -> None:
@@ -97,7 +104,9 @@ class HistogramCell:
         self.min: int | float = _INF
         self.max: int | float = -_INF
         # Per bucket, the last measurement recorded under a sampled span: (value, time, trace_id, span_id).
-        self.exemplars: list[tuple[float, int, int, int] | None] | None = None
+        self.exemplars: list[tuple[float, int, int | None, int | None] | None] | None = None
+        # [min, max] since each delta reader's last collection (see ``interval``); None while there is none.
+        self.intervals: list[list[float]] | None = None
         self._lock = threading.Lock()
 
     def observe(self, value: int | float) -> None:
@@ -113,18 +122,38 @@ class HistogramCell:
                 self.min = value
             if value > self.max:
                 self.max = value
+            if self.intervals:
+                _widen(self.intervals, value, value)
         span = _sdk.current_span()
-        if span is not None and EXEMPLARS.enabled:
+        if span is not None and EXEMPLARS.enabled or EXEMPLARS.always:
             self._exemplar(i, value, span)
 
     def _exemplar(self, i: int, value: int | float, span: object) -> None:
-        ctx = span.get_span_context()  # type: ignore[attr-defined]
-        if not ctx.trace_flags.sampled:
-            return
+        trace_id = span_id = None
+        if span is not None:
+            ctx = span.get_span_context()  # type: ignore[attr-defined]
+            if ctx.trace_flags.sampled:
+                trace_id, span_id = ctx.trace_id, ctx.span_id
+            elif not EXEMPLARS.always:
+                return
         exemplars = self.exemplars
         if exemplars is None:
             exemplars = self.exemplars = [None] * len(self.counts)
-        exemplars[i] = (value, time.time_ns(), ctx.trace_id, ctx.span_id)
+        exemplars[i] = (value, time.time_ns(), trace_id, span_id)
+
+    def interval(self, tracker: list[float] | None) -> tuple[list[float], int | float, int | float]:
+        """For a delta reader: (its tracker, min, max) of what was recorded since its last call; the first call
+        (``tracker`` None) covers everything so far and starts tracking."""
+        if self._pending:
+            self._drain()
+        with self._lock:
+            if tracker is None:
+                tracker = [_INF, -_INF]
+                self.intervals = [*(self.intervals or ()), tracker]
+                return tracker, self.min, self.max
+            low, high = tracker
+            tracker[0], tracker[1] = _INF, -_INF
+            return tracker, low, high
 
     def observe_measured(self, value: int | float) -> None:
         """Record a value the caller measured itself (a clock difference: finite, >= 0), unchecked and
@@ -150,8 +179,11 @@ class HistogramCell:
                 total += value  # in order, as observe() adds: the same float sum to the last bit
             self.sum = total
             self.count += n
-            self.min = min(self.min, min(values))
-            self.max = max(self.max, max(values))
+            low, high = min(values), max(values)
+            self.min = min(self.min, low)
+            self.max = max(self.max, high)
+            if self.intervals:
+                _widen(self.intervals, low, high)
 
     def snapshot(self) -> tuple[list[int], int | float, int]:
         """(bucket counts, sum, count), consistent with each other."""
@@ -161,6 +193,14 @@ class HistogramCell:
             return self.counts[:], self.sum, self.count
 
 
+def _widen(intervals: list[list[float]], low: int | float, high: int | float) -> None:
+    for tracker in intervals:
+        if low < tracker[0]:
+            tracker[0] = low
+        if high > tracker[1]:
+            tracker[1] = high
+
+
 Cell = CounterCell | GaugeCell | HistogramCell
 
 
@@ -168,7 +208,7 @@ class Fanout:
     """A handle over several cells: one per View stream of the label set, and a count per measurement for
     each stream whose series overflowed. Same methods as the cells; values are checked once, up front."""
 
-    __slots__ = ("_counter", "_metric", "cells", "labels", "overflow", "reports")
+    __slots__ = ("_counter", "_direct", "_metric", "cells", "labels", "overflow", "reports")
 
     def __init__(self, metric: str, counter: bool, cells: Sequence[Cell], reports: Sequence[CounterCell],
                  labels: tuple[str, ...]) -> None:
@@ -178,19 +218,44 @@ class Fanout:
         self.reports = tuple(reports)
         self.labels = labels
         self.overflow = bool(reports)
+        # A one-stream counter's overflow handle over in-memory cells: inc() adds to the overflow cell and its
+        # report under their locks itself, without the cells' (repeated) checks and method calls, so a label set
+        # past the limit costs about what a cached one does.
+        self._direct: tuple[CounterCell, CounterCell] | None = None
+        if (counter and len(self.cells) == 1 and len(self.reports) == 1 and type(self.cells[0]) is CounterCell
+                and type(self.reports[0]) is CounterCell):
+            self._direct = (self.cells[0], self.reports[0])
 
     def _report(self) -> None:
         for report in self.reports:
             report.inc()
 
     def inc(self, amount: int | float = 1) -> None:
-        if self._counter and not 0 <= amount < _INF:
-            raise ValueError(f"{self._metric}: increments must be finite and >= 0, got {amount!r}")
-        if not -_INF < amount < _INF:
+        if self._counter:
+            if not 0 <= amount < _INF:
+                raise ValueError(f"{self._metric}: increments must be finite and >= 0, got {amount!r}")
+            direct = self._direct
+            if direct is not None:
+                cell, report = direct
+                lock = cell._lock
+                lock.acquire()  # acquire/release: a third of a with-statement's cost on CPython 3.11
+                try:
+                    cell.value += amount
+                finally:
+                    lock.release()
+                lock = report._lock
+                lock.acquire()
+                try:
+                    report.value += 1
+                finally:
+                    lock.release()
+                return
+        elif not -_INF < amount < _INF:
             raise ValueError(f"{self._metric}: gauge changes must be finite numbers, got {amount!r}")
         for cell in self.cells:
             cell.inc(amount)  # type: ignore[union-attr]
-        self._report()
+        for report in self.reports:
+            report.inc()
 
     def dec(self, amount: int | float = 1) -> None:
         self.inc(-amount)
@@ -207,7 +272,8 @@ class Fanout:
             raise ValueError(f"{self._metric}: observations must be finite and >= 0, got {value!r}")
         for cell in self.cells:
             cell.observe(value)  # type: ignore[union-attr]
-        self._report()
+        for report in self.reports:
+            report.inc()
 
     def observe_measured(self, value: int | float) -> None:
         for cell in self.cells:

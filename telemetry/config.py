@@ -78,6 +78,21 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _catalogue_labels(raw: str) -> str:
+    """Comma-separated label names, each a label of some catalogue metric (kept as text; split where used)."""
+    from telemetry.catalogue import CATALOGUE
+
+    known = {label for s in CATALOGUE for label in s.labels}
+    names = [part.strip() for part in raw.split(",")]
+    if raw.strip() and not all(names):
+        raise ValueError("expected comma-separated label names without empty entries")
+    unknown = sorted({n for n in names if n and n not in known})
+    if unknown:
+        raise ValueError(f"{unknown} {'is' if len(unknown) == 1 else 'are'} not a label of any catalogue metric; "
+                         f"the catalogue's labels are {sorted(known)}")
+    return raw
+
+
 def _section_rules(raw: str) -> str:
     """``/prefix=section,...``: checked here, parsed by ``telemetry.analytics.sections``."""
     for item in filter(None, (part.strip() for part in raw.split(","))):
@@ -123,6 +138,9 @@ FIELDS: tuple[Field, ...] = (
           "Label sets kept per metric before new ones go to the overflow series."),
     Field("cardinality_limits", "TUIST_METRICS_CARDINALITY_LIMITS", _limits,
           "Per-metric limits overriding the default: name=N,name=N."),
+    Field("drop_labels", "TUIST_METRICS_DROP_LABELS", _catalogue_labels,
+          "Label names dropped from every catalogue metric that has them, comma-separated (series that differed "
+          "only in them merge), e.g. object_key,upload_id,part_number."),
     Field("target_info", "TUIST_METRICS_TARGET_INFO", _bool,
           "Expose the resource as a target_info series."),
     Field("scope_labels", "TUIST_METRICS_SCOPE_LABELS", _bool,
@@ -220,6 +238,7 @@ class Settings(EnvSettings):
     metrics_basic_auth: str = field(default="", repr=False)
     cardinality_limit: int = 2000
     cardinality_limits: Mapping[str, int] = field(default_factory=dict)
+    drop_labels: str = ""
     target_info: bool = True
     scope_labels: bool = False
     runtime_metrics: bool = True

@@ -4,10 +4,11 @@ when ``OTEL_METRICS_EXPORTER`` names otlp, the stock OTLP reader and exporter. I
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +20,14 @@ from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVI
 
 from telemetry import views as catalogue_views
 from telemetry.bridge import CatalogueMeterProvider
+from telemetry.catalogue import CATALOGUE, SCOPE_NAME, MetricSpec
 from telemetry.cells import EXEMPLARS
 from telemetry.config import Settings
 from telemetry.exposition.reader import PrometheusReader
 from telemetry.exposition.server import MetricsServer
 from telemetry.recorders import Recorders
 from telemetry.registry import Registry, default_registry
+from telemetry.store import StreamShape
 
 _log = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ def setup(settings: Settings | None = None, *, registry: Registry | None = None,
             return _current
         settings = settings.replace(**overrides) if settings else Settings.from_env(**overrides)
         registry = registry or default_registry()
-        registry.configure(catalogue_views.resolve(views))
+        registry.configure(stream_shapes(views, settings.drop_labels))
         registry.set_limits(settings.cardinality_limit, settings.cardinality_limits)
         recorders = Recorders(registry, gauge_refresh_seconds=settings.gauge_refresh_seconds)
         if settings.sdk_disabled:
@@ -108,6 +111,37 @@ def setup(settings: Settings | None = None, *, registry: Registry | None = None,
         if set_global and _current.meter_provider is not None:
             _install_global(_current.meter_provider)
         return _current
+
+
+def drop_label_views(labels: str | Iterable[str], catalogue: Iterable[MetricSpec] = CATALOGUE) -> list[View]:
+    """The Views ``TUIST_METRICS_DROP_LABELS`` stands for: one per catalogue instrument that has any of
+    ``labels`` (comma-separated text or names), keeping the instrument's other labels."""
+    dropped = _label_set(labels)
+    return [View(instrument_name=s.instrument, meter_name=SCOPE_NAME,
+                 attribute_keys={n for n in s.labels if n not in dropped})
+            for s in catalogue if dropped.intersection(s.labels)]
+
+
+def stream_shapes(views: Sequence[View], drop_labels: str | Iterable[str] = "") -> dict[str, tuple[StreamShape, ...]]:
+    """What the registry's streams look like: the user's Views, then the labels ``drop_labels`` names dropped
+    from every catalogue metric that has them. A metric no user View selects gets a View from
+    ``drop_label_views``; the streams a user View shapes lose those labels too (an extra View beside the user's
+    would add a second stream, and bring back a metric the user dropped)."""
+    shapes = catalogue_views.resolve(views)
+    dropped = _label_set(drop_labels)
+    if not dropped:
+        return shapes
+    for name, streams in shapes.items():
+        shapes[name] = tuple(dataclasses.replace(s, labels=tuple(n for n in s.labels if n not in dropped))
+                             for s in streams)
+    unshaped = [s for s in CATALOGUE if s.name not in shapes]
+    shapes.update(catalogue_views.resolve(drop_label_views(dropped, unshaped)))
+    return shapes
+
+
+def _label_set(labels: str | Iterable[str]) -> frozenset[str]:
+    names = labels.split(",") if isinstance(labels, str) else labels
+    return frozenset(n.strip() for n in names if n.strip())
 
 
 def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: bool,

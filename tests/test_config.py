@@ -66,6 +66,9 @@ def test_process_environment_is_read_by_default(monkeypatch: pytest.MonkeyPatch)
     ("target_info", "maybe", "true or false"),
     ("gauge_refresh_seconds", "0", "above 0"),
     ("gauge_refresh_seconds", "soon", "could not convert"),
+    ("drop_labels", "object_key,objectkey", "['objectkey'] is not a label of any catalogue metric"),
+    ("drop_labels", "object_key,,upload_id", "without empty entries"),
+    ("drop_labels", "tuist_runs_total", "not a label of any catalogue metric"),
 ])
 def test_bad_environment_values_name_the_variable(attr: str, raw: str, why: str) -> None:
     with pytest.raises(SettingsError) as err:
@@ -123,6 +126,7 @@ def test_markdown_table_lists_every_variable_with_its_default() -> None:
     ("cardinality_limit", 2.5, "invalid literal"),
     ("gauge_refresh_seconds", -1.0, "above 0"),
     ("target_info", "maybe", "true or false"),
+    ("drop_labels", "le", "not a label of any catalogue metric"),
 ])
 def test_arguments_are_checked_like_environment_values(attr: str, value: object, why: str) -> None:
     with pytest.raises(SettingsError, match=rf"{attr} \(env {ENV[attr]}\) = .* is not valid: .*{why}"):
@@ -136,3 +140,13 @@ def test_text_arguments_are_parsed_like_environment_values() -> None:
     assert s.metrics_port == 9200 and dict(s.cardinality_limits) == {"tuist_runs_total": 3}
     assert s.gauge_refresh_seconds == 1.5
     assert Settings().replace(scope_labels="yes").scope_labels is True
+
+
+def test_drop_labels_default_to_none_and_accept_catalogue_label_names() -> None:
+    from telemetry.catalogue import CATALOGUE
+
+    assert Settings.from_env({}).drop_labels == ""
+    labels = sorted({n for s in CATALOGUE for n in s.labels})
+    raw = " , ".join(labels)
+    assert Settings.from_env({ENV["drop_labels"]: raw}).drop_labels == raw
+    assert Settings.from_env({ENV["drop_labels"]: ""}).drop_labels == ""

@@ -71,6 +71,13 @@ def view_fields(view: View) -> dict[str, Any]:
             "aggregation": view._aggregation}
 
 
+def view_selection(view: View) -> dict[str, Any]:
+    """What a View selects instruments by (the criteria it was given)."""
+    return {"instrument_name": view._instrument_name,
+            "instrument_type": getattr(view._instrument_type, "__name__", None),
+            "instrument_unit": view._instrument_unit, "meter_name": view._meter_name}
+
+
 def explicit_boundaries(aggregation: ExplicitBucketHistogramAggregation) -> tuple[float, ...] | None:
     bounds = aggregation._boundaries
     return None if bounds is None else tuple(float(b) for b in bounds)

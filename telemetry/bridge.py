@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
 from opentelemetry.sdk.metrics import (
     Counter,
     Histogram,
@@ -38,12 +39,11 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     NumberDataPoint,
 )
-from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
 from opentelemetry.sdk.metrics.view import DropAggregation, View
 
 from telemetry import _sdk
+from telemetry.catalogue import BY_INSTRUMENT, BY_NAME, SCOPE_NAME, Kind, sample_names
 from telemetry.cells import EXEMPLARS
-from telemetry.catalogue import BY_INSTRUMENT, BY_NAME, SCOPE_NAME, Kind
 from telemetry.registry import GaugeFamily, Registry
 from telemetry.store import OVERFLOW_VALUES, Stream
 from telemetry.views import create_instrument
@@ -373,7 +373,7 @@ class Bridge:
 
     def _check(self, meter: Meter, method: str, name: str, unit: str) -> None:
         """Refuse an instrument that would put a second family under a catalogue name on /metrics."""
-        from telemetry.exposition.render import otel_name, sample_names
+        from telemetry.exposition.render import otel_name
 
         lowered = name.lower()
         if lowered in BY_INSTRUMENT:
@@ -393,7 +393,8 @@ class Bridge:
         histogram = method == "create_histogram"
         exposed = otel_name(lowered, unit, counter=counter, gauge=not counter and not histogram)
         taken = {n: s for s in self.registry.streams() for n in sample_names(s.name, s.kind)}
-        clash = taken.get(exposed)
+        own = sample_names(exposed, Kind.HISTOGRAM if histogram else Kind.COUNTER)
+        clash = next((taken[n] for n in own if n in taken), None)
         if clash is not None:
             raise ValueError(f"{name}: it would be exposed on /metrics as {exposed}, which the catalogue's "
                              f"{clash.name} already uses; record {clash.spec.name} under that name instead")

@@ -169,6 +169,13 @@ class MetricSpec:
         return (self.name,)
 
 
+def sample_names(name: str, kind: Kind) -> tuple[str, ...]:
+    """Every name a family called ``name`` puts on /metrics (the family name, and a histogram's samples)."""
+    if kind is Kind.HISTOGRAM:
+        return (name, f"{name}_bucket", f"{name}_sum", f"{name}_count")
+    return (name,)
+
+
 def _counter(name: str, instrument: str, help: str, domain: str, *labels: str, unit: str = "",
              doc_type: str = "counter", **kw: object) -> MetricSpec:
     return MetricSpec(name, Kind.COUNTER, help, domain, instrument, labels, unit, doc_type=doc_type,

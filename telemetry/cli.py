@@ -27,7 +27,8 @@ def catalogue_markdown(specs: Sequence[MetricSpec] = CATALOGUE) -> str:
 
 def catalogue_json(specs: Sequence[MetricSpec] = CATALOGUE) -> str:
     return json.dumps([{"name": s.name, "instrument": s.instrument, "type": s.kind.value, "doc_type": s.doc_type,
-                        "documented": s.documented, "doc_names": list(s.doc_names), "labels": list(s.labels), "unit": s.unit,
+                        "documented": s.documented, "doc_names": list(s.doc_names), "labels": list(s.labels),
+                        "unit": s.unit,
                         "allowed": {k: sorted(v) for k, v in s.allowed.items()}, "buckets": list(s.buckets),
                         "help": s.help, "domain": s.domain} for s in specs], indent=2)
 

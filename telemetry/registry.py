@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from telemetry.catalogue import CATALOGUE, OVERFLOW_METRIC, Kind, MetricSpec
+from telemetry.catalogue import CATALOGUE, OVERFLOW_METRIC, Kind, MetricSpec, sample_names
 from telemetry.cells import Cell, CounterCell, Fanout, GaugeCell, HistogramCell
 from telemetry.store import OVERFLOW_VALUES, CellFactory, NewSeries, Stream, StreamShape, memory_cells
 
@@ -269,10 +269,16 @@ class Registry:
                              "first setup() of the process, before anything is recorded")
         if cells is not None:
             self._cells = cells
-        names = [shape.name for shapes_ in wanted.values() for shape in shapes_]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"two metric streams would be named {twice}; give each View its own name")
+        # Every name on /metrics once: a histogram also writes X_bucket, X_sum and X_count.
+        exposed: dict[str, StreamShape] = {}
+        for spec_name, shapes_ in wanted.items():
+            for shape in shapes_:
+                for sample in sample_names(shape.name, self._families[spec_name].spec.kind):
+                    other = exposed.setdefault(sample, shape)
+                    if other is not shape:
+                        what = f"be named [{shape.name!r}]" if other.name == shape.name else f"both expose {sample}"
+                        raise ValueError(f"two metric streams would {what} ({other.name} and {shape.name}); give "
+                                         f"each View its own name")
         for name in changed:
             family = self._families[name]
             family._set_streams(tuple(Stream(family.spec, shape, 1, self._cells) for shape in wanted[name]))

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
-from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION, Resource
@@ -21,7 +20,6 @@ from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVI
 from telemetry import views as catalogue_views
 from telemetry.bridge import CatalogueMeterProvider
 from telemetry.catalogue import CATALOGUE, SCOPE_NAME, MetricSpec
-from telemetry.cells import EXEMPLARS
 from telemetry.config import Settings
 from telemetry.exposition.reader import PrometheusReader
 from telemetry.exposition.server import MetricsServer
@@ -152,7 +150,6 @@ def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: 
     otlp = _otlp_reader()
     if otlp is not None:
         readers.append(otlp)
-    EXEMPLARS.enabled = os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER, "trace_based").strip() != "always_off"
     provider = CatalogueMeterProvider.build(registry, readers, views=_VIEWS, user_views=views, resource=resource)
     telemetry = Telemetry(settings, registry, recorders, provider, reader)
     try:

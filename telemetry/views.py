@@ -66,6 +66,13 @@ def resolve(views: Sequence[View], catalogue: Iterable[MetricSpec] = CATALOGUE) 
     return shapes
 
 
+def describe(view: View) -> str:
+    """A View as its user wrote it: what it selects and what it sets."""
+    fields = {**_sdk.view_selection(view), **{k: v for k, v in _sdk.view_fields(view).items() if k != "aggregation"}}
+    shown = ", ".join(f"{k}={v!r}" for k, v in fields.items() if v is not None)
+    return f"View({shown}, aggregation={type(_sdk.view_fields(view)['aggregation']).__name__})"
+
+
 def _shape(spec: MetricSpec, view: View) -> StreamShape | None:
     fields = _sdk.view_fields(view)
     aggregation = fields["aggregation"]
@@ -77,15 +84,15 @@ def _shape(spec: MetricSpec, view: View) -> StreamShape | None:
         if bounds is not None:
             buckets = bounds
             if not buckets or list(buckets) != sorted(set(buckets)) or not all(map(math.isfinite, buckets)):
-                raise ValueError(f"{view!r}: {spec.name} needs finite, strictly increasing bucket boundaries, "
+                raise ValueError(f"{describe(view)}: {spec.name} needs finite, strictly increasing bucket boundaries, "
                                  f"got {list(buckets)}")
     elif not isinstance(aggregation, DefaultAggregation | _FITS[spec.kind]):
-        raise ValueError(f"{view!r} cannot apply to {spec.name}: it is a {spec.kind.value} and the View's "
+        raise ValueError(f"{describe(view)} cannot apply to {spec.name}: it is a {spec.kind.value} and the View's "
                          f"{type(aggregation).__name__} does not fit it (use the default aggregation, "
                          f"{_FITS[spec.kind].__name__} or DropAggregation)")
     name = fields["name"] or spec.name
     if not _NAME.fullmatch(name):
-        raise ValueError(f"{view!r}: {name!r} is not a valid Prometheus metric name")
+        raise ValueError(f"{describe(view)}: {name!r} is not a valid Prometheus metric name")
     keys = fields["attribute_keys"]
     labels = spec.labels if keys is None else tuple(n for n in spec.labels if n in keys)
     return StreamShape(name, fields["description"] or spec.help, labels, buckets)

@@ -29,7 +29,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from telemetry.catalogue import OVERFLOW_LABEL, Kind
+from telemetry.catalogue import OVERFLOW_LABEL, Kind, sample_names
 from telemetry.registry import Registry
 from telemetry.store import Stream
 
@@ -97,12 +97,6 @@ def _layout(name: str, bounds: tuple[float, ...]) -> _HistogramLayout:
     return layout
 
 
-def sample_names(name: str, kind: Kind) -> tuple[str, ...]:
-    if kind is Kind.HISTOGRAM:
-        return (f"{name}_bucket", f"{name}_sum", f"{name}_count", name)
-    return (name,)
-
-
 class _Labels:
     """The rendered label text of a stream's series, made once per series: ``a="x",`` for histograms (the
     bucket lines add ``le``), ``name{a="x"} `` for counters and gauges."""
@@ -146,7 +140,11 @@ class Renderer:
         """Append the catalogue streams to ``out``; their sample names go into ``taken``."""
         for stream in streams:
             name = stream.name
-            taken.update(sample_names(name, stream.kind))
+            samples = sample_names(name, stream.kind)
+            if not taken.isdisjoint(samples):  # Registry.configure refuses this; a merged source could not
+                self.warn_once(name, "another catalogue stream already uses one of its names")
+                continue
+            taken.update(samples)
             out.append(_header(name, stream.help, stream.kind.value))
             points, overflow = stream.collect()
             labels = self._labels_of(stream, len(points))

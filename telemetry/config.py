@@ -146,6 +146,8 @@ FIELDS: tuple[Field, ...] = (
     Field("scope_labels", "TUIST_METRICS_SCOPE_LABELS", _bool,
           "Add otel_scope_name/otel_scope_version labels to OpenTelemetry (non-catalogue) series."),
     Field("runtime_metrics", "TUIST_RUNTIME_METRICS", _bool, "Collect process and Python runtime metrics."),
+    Field("shutdown_timeout", "TUIST_METRICS_SHUTDOWN_TIMEOUT", _positive_float,
+          "Most seconds shutdown() (and interpreter exit) waits for the metric exporters' final export."),
     Field("gauge_refresh_seconds", "TUIST_METRICS_GAUGE_REFRESH_SECONDS", _positive_float,
           "How long the projects/accounts gauges' values are reused before the callback runs again."),
     Field("posthog_api_key", "TUIST_POSTHOG_API_KEY", _text,
@@ -242,6 +244,7 @@ class Settings(EnvSettings):
     target_info: bool = True
     scope_labels: bool = False
     runtime_metrics: bool = True
+    shutdown_timeout: float = 5.0
     gauge_refresh_seconds: float = 30.0
     posthog_api_key: str = field(default="", repr=False)
     posthog_url: str = ""

@@ -21,6 +21,7 @@ from telemetry import views as catalogue_views
 from telemetry.bridge import CatalogueMeterProvider
 from telemetry.catalogue import CATALOGUE, SCOPE_NAME, MetricSpec
 from telemetry.config import Settings
+from telemetry.export import otlp_reader, shutdown_at_exit, shutdown_provider
 from telemetry.exposition.reader import PrometheusReader
 from telemetry.exposition.server import MetricsServer
 from telemetry.recorders import Recorders
@@ -67,7 +68,7 @@ class Telemetry:
             except Exception:
                 _log.exception("telemetry shutdown step failed")
         if self.meter_provider:
-            self.meter_provider.shutdown()
+            shutdown_provider(self.meter_provider, self.settings.shutdown_timeout)
 
 
 _current: Telemetry | None = None
@@ -150,8 +151,11 @@ def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: 
     otlp = _otlp_reader()
     if otlp is not None:
         readers.append(otlp)
-    provider = CatalogueMeterProvider.build(registry, readers, views=_VIEWS, user_views=views, resource=resource)
+    # The SDK's own exit handler would wait without bound for exporters whose receiver is down.
+    provider = CatalogueMeterProvider.build(registry, readers, views=_VIEWS, user_views=views, resource=resource,
+                                            shutdown_on_exit=False)
     telemetry = Telemetry(settings, registry, recorders, provider, reader)
+    telemetry._closers.append(shutdown_at_exit(provider, settings.shutdown_timeout))
     try:
         if settings.runtime_metrics:
             from telemetry.instrumentation.runtime import RuntimeMetrics
@@ -183,14 +187,11 @@ def _resource(settings: Settings) -> Resource:
 
 def _otlp_reader() -> MetricReader | None:
     """The stock periodic reader and OTLP/HTTP exporter when OTEL_METRICS_EXPORTER names otlp (needs the
-    ``otlp`` extra); both read their settings from the standard OTEL_EXPORTER_OTLP_* and
-    OTEL_METRIC_EXPORT_* variables."""
+    ``otlp`` extra), configured by the standard OTEL_EXPORTER_OTLP_* and OTEL_METRIC_EXPORT_* variables; an
+    export gives up after its timeout (2 s unless OTEL_EXPORTER_OTLP_[METRICS_]TIMEOUT says otherwise)."""
     if "otlp" not in os.environ.get(OTEL_METRICS_EXPORTER, "").split(","):
         return None
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-    return PeriodicExportingMetricReader(OTLPMetricExporter())
+    return otlp_reader()
 
 
 _global_installed = False

@@ -340,3 +340,22 @@ def test_process_exit_is_bounded_too(tmp_path: Path) -> None:
     print(f"\n  exit took {elapsed:.2f} s after 'exiting'", end="")
     assert proc.returncode == 0
     assert 0.8 <= elapsed <= 1.0 + SLACK_S  # the SDK's join ends at 90 % of the bound; the export is abandoned
+
+
+@pytest.mark.parametrize("kind", ["refused", "black_hole"])
+def test_telemetry_shutdown_is_bounded_with_otlp_from_the_environment(
+        kind: str, registry: Registry, clean_setup: None, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The user's path: OTEL_METRICS_EXPORTER=otlp, then telemetry.shutdown() (TUIST_METRICS_SHUTDOWN_TIMEOUT
+    bounds it; the export itself gives up after the 2 s default timeout)."""
+    caplog.set_level(logging.CRITICAL)
+    with receiver(kind) as server:
+        monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", server.url("/v1/metrics"))
+        for bound in (DEFAULT_SHUTDOWN_TIMEOUT_S, 1.0):
+            t = telemetry.setup(registry=Registry(), serve=False, runtime_metrics=False, shutdown_timeout=bound)
+            t.recorders.runs.record("build", is_ci=False, status=0, duration_ms=120.0)
+            started = time.monotonic()
+            telemetry.shutdown()
+            elapsed = time.monotonic() - started
+            assert elapsed <= min(bound, DEFAULT_EXPORT_TIMEOUT_S) + SLACK_S, (kind, bound, elapsed)

@@ -55,9 +55,9 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_NAMESPACE, Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from telemetry.catalogue import SCOPE_NAME, Kind
+from telemetry.catalogue import SCOPE_NAME, Kind, sample_names
 from telemetry.export import DEFAULT_EXPORT_TIMEOUT_S, periodic_reader
-from telemetry.exposition.render import _value, format_float, label_name, otel_name, sample_names
+from telemetry.exposition.render import _value, format_float, label_name, otel_name
 
 try:
     from opentelemetry.exporter.prometheus_remote_write import PrometheusRemoteWriteMetricsExporter

@@ -125,7 +125,7 @@ class HistogramCell:
             if self.intervals:
                 _widen(self.intervals, value, value)
         span = _sdk.current_span()
-        if span is not None and EXEMPLARS.enabled or EXEMPLARS.always:
+        if (span is not None and EXEMPLARS.enabled) or EXEMPLARS.always:
             self._exemplar(i, value, span)
 
     def _exemplar(self, i: int, value: int | float, span: object) -> None:
@@ -208,7 +208,7 @@ class Fanout:
     """A handle over several cells: one per View stream of the label set, and a count per measurement for
     each stream whose series overflowed. Same methods as the cells; values are checked once, up front."""
 
-    __slots__ = ("_counter", "_direct", "_metric", "cells", "labels", "overflow", "reports")
+    __slots__ = ("_counter", "_direct", "_metric", "_one", "cells", "labels", "overflow", "reports")
 
     def __init__(self, metric: str, counter: bool, cells: Sequence[Cell], reports: Sequence[CounterCell],
                  labels: tuple[str, ...]) -> None:
@@ -218,13 +218,16 @@ class Fanout:
         self.reports = tuple(reports)
         self.labels = labels
         self.overflow = bool(reports)
-        # A one-stream counter's overflow handle over in-memory cells: inc() adds to the overflow cell and its
-        # report under their locks itself, without the cells' (repeated) checks and method calls, so a label set
-        # past the limit costs about what a cached one does.
+        # A one-stream family's overflow handle (one cell, one in-memory report): inc() and observe() count the
+        # measurement in the report under its lock themselves, and inc() adds to an in-memory counter cell
+        # itself too, without the cells' repeated checks and calls, so a label set past the limit costs about
+        # what a cached one does.
+        self._one: tuple[Cell, CounterCell] | None = None
         self._direct: tuple[CounterCell, CounterCell] | None = None
-        if (counter and len(self.cells) == 1 and len(self.reports) == 1 and type(self.cells[0]) is CounterCell
-                and type(self.reports[0]) is CounterCell):
-            self._direct = (self.cells[0], self.reports[0])
+        if len(self.cells) == 1 and len(self.reports) == 1 and type(self.reports[0]) is CounterCell:
+            cell, report = self._one = (self.cells[0], self.reports[0])
+            if counter and type(cell) is CounterCell:
+                self._direct = (cell, report)
 
     def _report(self) -> None:
         for report in self.reports:
@@ -236,11 +239,11 @@ class Fanout:
                 raise ValueError(f"{self._metric}: increments must be finite and >= 0, got {amount!r}")
             direct = self._direct
             if direct is not None:
-                cell, report = direct
-                lock = cell._lock
+                target, report = direct
+                lock = target._lock
                 lock.acquire()  # acquire/release: a third of a with-statement's cost on CPython 3.11
                 try:
-                    cell.value += amount
+                    target.value += amount
                 finally:
                     lock.release()
                 lock = report._lock
@@ -270,6 +273,17 @@ class Fanout:
     def observe(self, value: int | float) -> None:
         if not 0 <= value < _INF:
             raise ValueError(f"{self._metric}: observations must be finite and >= 0, got {value!r}")
+        one = self._one
+        if one is not None:
+            cell, report = one
+            cell.observe(value)  # type: ignore[union-attr]
+            lock = report._lock
+            lock.acquire()
+            try:
+                report.value += 1
+            finally:
+                lock.release()
+            return
         for cell in self.cells:
             cell.observe(value)  # type: ignore[union-attr]
         for report in self.reports:

@@ -146,6 +146,11 @@ FIELDS: tuple[Field, ...] = (
     Field("scope_labels", "TUIST_METRICS_SCOPE_LABELS", _bool,
           "Add otel_scope_name/otel_scope_version labels to OpenTelemetry (non-catalogue) series."),
     Field("runtime_metrics", "TUIST_RUNTIME_METRICS", _bool, "Collect process and Python runtime metrics."),
+    Field("multiprocess_dir", "TUIST_METRICS_MULTIPROCESS_DIR", _text,
+          "Multi-process mode: a directory (local, writable, shared by every worker of one host) where each "
+          "process records into its own file; /metrics then serves all of them merged."),
+    Field("multiprocess_refresh_seconds", "TUIST_METRICS_MULTIPROCESS_REFRESH_SECONDS", _positive_float,
+          "In multi-process mode, how often each process writes its gauges and its own runtime metrics."),
     Field("shutdown_timeout", "TUIST_METRICS_SHUTDOWN_TIMEOUT", _positive_float,
           "Most seconds shutdown() (and interpreter exit) waits for the metric exporters' final export."),
     Field("gauge_refresh_seconds", "TUIST_METRICS_GAUGE_REFRESH_SECONDS", _positive_float,
@@ -244,6 +249,8 @@ class Settings(EnvSettings):
     target_info: bool = True
     scope_labels: bool = False
     runtime_metrics: bool = True
+    multiprocess_dir: str = ""
+    multiprocess_refresh_seconds: float = 5.0
     shutdown_timeout: float = 5.0
     gauge_refresh_seconds: float = 30.0
     posthog_api_key: str = field(default="", repr=False)

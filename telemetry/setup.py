@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -20,12 +20,15 @@ from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVI
 from telemetry import views as catalogue_views
 from telemetry.bridge import CatalogueMeterProvider
 from telemetry.catalogue import CATALOGUE, SCOPE_NAME, MetricSpec
-from telemetry.config import Settings
+from telemetry.config import ENV, Settings, SettingsError
 from telemetry.export import otlp_reader, shutdown_at_exit, shutdown_provider
 from telemetry.exposition.reader import PrometheusReader
 from telemetry.exposition.server import MetricsServer
 from telemetry.recorders import Recorders
 from telemetry.registry import Registry, default_registry
+
+if TYPE_CHECKING:
+    from telemetry.workers import ProcessMode
 from telemetry.store import StreamShape
 
 _log = logging.getLogger(__name__)
@@ -99,14 +102,20 @@ def setup(settings: Settings | None = None, *, registry: Registry | None = None,
             return _current
         settings = settings.replace(**overrides) if settings else Settings.from_env(**overrides)
         registry = registry or default_registry()
-        registry.configure(stream_shapes(views, settings.drop_labels))
+        mode = _multiprocess(settings, registry) if settings.multiprocess_dir and not settings.sdk_disabled else None
+        try:
+            registry.configure(stream_shapes(views, settings.drop_labels), cells=mode.file.cells if mode else None)
+        except BaseException:
+            if mode is not None:
+                mode.close()
+            raise
         registry.set_limits(settings.cardinality_limit, settings.cardinality_limits)
         recorders = Recorders(registry, gauge_refresh_seconds=settings.gauge_refresh_seconds)
         if settings.sdk_disabled:
             _log.info("OTEL_SDK_DISABLED is set: no metrics endpoint, nothing exported")
             _current = Telemetry(settings, registry, recorders)
             return _current
-        _current = _start(settings, registry, recorders, serve, metric_readers, views)
+        _current = _start(settings, registry, recorders, serve, metric_readers, views, mode)
         if set_global and _current.meter_provider is not None:
             _install_global(_current.meter_provider)
         return _current
@@ -143,10 +152,21 @@ def _label_set(labels: str | Iterable[str]) -> frozenset[str]:
     return frozenset(n.strip() for n in names if n.strip())
 
 
+def _multiprocess(settings: Settings, registry: Registry) -> ProcessMode:
+    from telemetry.multiprocess import MultiprocessError
+    from telemetry.workers import ProcessMode
+
+    try:
+        return ProcessMode(settings.multiprocess_dir, registry, settings.multiprocess_refresh_seconds)
+    except MultiprocessError as exc:
+        raise SettingsError(f"{ENV['multiprocess_dir']}: {exc}") from None
+
+
 def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: bool,
-           extra_readers: Sequence[MetricReader], views: Sequence[View]) -> Telemetry:
+           extra_readers: Sequence[MetricReader], views: Sequence[View], mode: ProcessMode | None) -> Telemetry:
     resource = _resource(settings)
-    reader = PrometheusReader(registry, target_info=settings.target_info, scope_labels=settings.scope_labels)
+    reader = PrometheusReader(registry, target_info=settings.target_info, scope_labels=settings.scope_labels,
+                              multiprocess=mode)
     readers: list[MetricReader] = [reader, *extra_readers]
     otlp = _otlp_reader()
     if otlp is not None:
@@ -156,6 +176,8 @@ def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: 
                                             shutdown_on_exit=False)
     telemetry = Telemetry(settings, registry, recorders, provider, reader)
     telemetry._closers.append(shutdown_at_exit(provider, settings.shutdown_timeout))
+    if mode is not None:
+        telemetry._closers.insert(0, mode.close)  # runs last: the final gauge values, then the file released
     try:
         if settings.runtime_metrics:
             from telemetry.instrumentation.runtime import RuntimeMetrics
@@ -164,12 +186,14 @@ def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: 
                            service_name=str(resource.attributes.get(SERVICE_NAME, "")),
                            service_version=settings.service_version, git_sha=settings.git_sha)
         if serve:
+            # In multi-process mode every worker may listen on the port (SO_REUSEPORT) and answers with the
+            # merged view, so no worker fails to start because another took the port.
             telemetry.server = MetricsServer(reader.scrape, host=settings.metrics_host,
                                              port=settings.metrics_port, path=settings.metrics_path,
                                              bearer_token=settings.metrics_bearer_token,
-                                             basic_auth=settings.metrics_basic_auth)
+                                             basic_auth=settings.metrics_basic_auth, shared=mode is not None)
     except BaseException:
-        provider.shutdown()
+        telemetry.shutdown()
         raise
     return telemetry
 

@@ -255,8 +255,9 @@ def _inner(attributes: Mapping[str, Any] | None, extra: str = "") -> str:
 
 
 def render_otel(data: MetricsData | None, out: list[str], *, target_info: bool, scope_labels: bool,
-                taken: set[str] | None = None, renderer: Renderer | None = None) -> None:
-    """Append what the SDK collected. Sample names in ``taken`` (the catalogue's) are never used again."""
+                taken: set[str] | None = None, renderer: Renderer | None = None, extra: str = "") -> None:
+    """Append what the SDK collected. Sample names in ``taken`` (the catalogue's) are never used again;
+    ``extra`` (``pid="12",``) is a label put on every series."""
     if data is None:
         return
     taken = set() if taken is None else taken
@@ -266,15 +267,15 @@ def render_otel(data: MetricsData | None, out: list[str], *, target_info: bool, 
     for rm in data.resource_metrics:
         resource_attrs.update(rm.resource.attributes)
         for sm in rm.scope_metrics:
-            scope = ""
+            scope = extra
             if scope_labels:
-                scope = (f'otel_scope_name="{escape_label_value(sm.scope.name)}",'
+                scope += (f'otel_scope_name="{escape_label_value(sm.scope.name)}",'
                          f'otel_scope_version="{escape_label_value(sm.scope.version or "")}",')
             for metric in sm.metrics:
                 _render_metric(metric, scope, families, taken, renderer)
     if target_info and resource_attrs and "target_info" not in taken:
         out.append(_header("target_info", "Target metadata", "gauge"))
-        inner = _inner(resource_attrs)
+        inner = _inner(resource_attrs, extra)
         out.append(f"target_info{{{inner[:-1]}}} 1\n")
     for name, (kind, help_text, lines) in families.items():
         out.append(_header(name, help_text, kind))

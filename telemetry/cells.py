@@ -39,8 +39,8 @@ class _Exemplars:
 EXEMPLARS = _Exemplars()
 
 
-class CounterCell:
-    """A monotonic cumulative sum."""
+class _Scalar:
+    """A cell holding one number."""
 
     __slots__ = ("_lock", "_metric", "labels", "value")
     overflow = False
@@ -50,6 +50,12 @@ class CounterCell:
         self.labels = labels
         self.value: int | float = 0
         self._lock = threading.Lock()
+
+
+class CounterCell(_Scalar):
+    """A monotonic cumulative sum."""
+
+    __slots__ = ()
 
     def inc(self, amount: int | float = 1) -> None:
         """Add ``amount`` (finite, >= 0)."""
@@ -59,17 +65,10 @@ class CounterCell:
             self.value += amount
 
 
-class GaugeCell:
+class GaugeCell(_Scalar):
     """A last value."""
 
-    __slots__ = ("_lock", "_metric", "labels", "value")
-    overflow = False
-
-    def __init__(self, metric: str, labels: tuple[str, ...]) -> None:
-        self._metric = metric
-        self.labels = labels
-        self.value: int | float = 0
-        self._lock = threading.Lock()
+    __slots__ = ()
 
     def set(self, value: int | float) -> None:
         if not -_INF < value < _INF:
@@ -124,6 +123,10 @@ class HistogramCell:
                 self.max = value
             if self.intervals:
                 _widen(self.intervals, value, value)
+        self._sample(i, value)
+
+    def _sample(self, i: int, value: int | float) -> None:
+        """Keep ``value`` as bucket ``i``'s exemplar when the exemplar filter takes it."""
         span = _sdk.current_span()
         if (span is not None and EXEMPLARS.enabled) or EXEMPLARS.always:
             self._exemplar(i, value, span)

@@ -21,7 +21,6 @@ import time
 from bisect import bisect_left
 from typing import Any
 
-from telemetry import _sdk
 from telemetry import cells as _cells
 from telemetry.cells import CounterCell, GaugeCell, HistogramCell
 
@@ -103,25 +102,16 @@ class SharedHistogramCell(HistogramCell):
     def observe(self, value: int | float) -> None:
         if not 0 <= value < _INF:
             HistogramCell.observe(self, value)  # raises the in-memory cell's ValueError
-        i = bisect_left(self._bounds, value)
-        with self._lock:
-            buf, s = self._buf, self._s
-            counts = self.counts
-            buf[self._i + i] = counts[i] = counts[i] + 1
-            buf[s] = self.sum = self.sum + value
-            buf[s + 1] = self.count = self.count + 1
-            if value < self.min:
-                buf[s + 2] = self.min = value
-            if value > self.max:
-                buf[s + 3] = self.max = value
-        span = _sdk.current_span()
-        if span is not None and _cells.EXEMPLARS.enabled:
-            self._exemplar(i, value, span)
+        self._sample(self._record(value), value)
 
     def observe_measured(self, value: int | float) -> None:
         """As ``observe`` without the exemplar: recorded (and checked) at once."""
         if not 0 <= value < _INF:
             HistogramCell.observe(self, value)
+        self._record(value)
+
+    def _record(self, value: int | float) -> int:
+        """Add ``value`` in memory and in the slots; returns its bucket."""
         i = bisect_left(self._bounds, value)
         with self._lock:
             buf, s = self._buf, self._s
@@ -133,6 +123,9 @@ class SharedHistogramCell(HistogramCell):
                 buf[s + 2] = self.min = value
             if value > self.max:
                 buf[s + 3] = self.max = value
+            if self.intervals:
+                _cells._widen(self.intervals, value, value)
+        return i
 
     def reset(self) -> None:
         self._lock = threading.Lock()

@@ -1,12 +1,17 @@
-"""``python -m telemetry`` / ``tuist-telemetry``: print the catalogue, or simulate activity and serve it."""
+"""``python -m telemetry`` / ``tuist-telemetry``: print the catalogue, simulate activity and serve it, or serve
+the merged ``/metrics`` of a multi-process directory (``serve --dir D``: a systemd unit, a supervisord
+program or a Kubernetes sidecar beside workers that record with ``TUIST_METRICS_MULTIPROCESS_DIR=D``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from telemetry.catalogue import CATALOGUE, MetricSpec
 from telemetry.config import ENV
@@ -44,11 +49,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--duration", type=float, default=None, help="seconds to run (default: until interrupted)")
     sim.add_argument("--interval", type=float, default=0.5, help="seconds between ticks")
     sim.add_argument("--seed", type=int, default=None)
+    srv = commands.add_parser("serve", help="serve /metrics merged over a multi-process directory")
+    srv.add_argument("--dir", required=True,
+                     help=f"the directory the workers record into ({ENV['multiprocess_dir']} of the workers)")
+    srv.add_argument("--host", default=None, help=f"address to bind (default: {ENV['metrics_host']} or 0.0.0.0)")
+    srv.add_argument("--port", type=int, default=None, help=f"port (default: {ENV['metrics_port']} or 9091)")
     args = parser.parse_args(argv)
 
     if args.command == "catalogue":
         print(catalogue_markdown() if args.format == "markdown" else catalogue_json())
         return 0
+    if args.command == "serve":
+        return serve(args.dir, args.host, args.port)
 
     import telemetry
     from telemetry.simulate import Simulator
@@ -68,6 +80,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         telemetry.shutdown()
+    return 0
+
+
+def serve(directory: str, host: str | None, port: int | None) -> int:
+    """Serve the merged view of ``directory`` until SIGTERM or Ctrl-C; 2 when it cannot start. The port is
+    bound with SO_REUSEPORT, as the workers bind it, so it may share the workers' metrics port."""
+    from telemetry.config import Settings, SettingsError
+    from telemetry.exposition.server import ExpositionError, MetricsServer
+    from telemetry.registry import Registry
+    from telemetry.workers import DirectoryView
+
+    if not os.path.isdir(directory):
+        print(f"tuist-telemetry: --dir {directory!r} is not a directory", file=sys.stderr)
+        return 2
+    if not os.access(directory, os.W_OK | os.X_OK):
+        print(f"tuist-telemetry: --dir {directory!r} is not writable (dead workers' files are compacted "
+              "there)", file=sys.stderr)
+        return 2
+    overrides: dict[str, Any] = {k: v for k, v in (("metrics_host", host), ("metrics_port", port))
+                                 if v is not None}
+    try:
+        settings = Settings.from_env(**overrides)
+        registry = Registry()
+        registry.set_limits(settings.cardinality_limit, settings.cardinality_limits)
+        view = DirectoryView(os.path.abspath(directory), registry)
+        server = MetricsServer(view.render, host=settings.metrics_host, port=settings.metrics_port,
+                               path=settings.metrics_path, bearer_token=settings.metrics_bearer_token,
+                               basic_auth=settings.metrics_basic_auth, shared=True)
+    except (SettingsError, ExpositionError) as exc:
+        print(f"tuist-telemetry: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"serving {os.path.abspath(directory)} at {server.url}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        view.close()
     return 0
 
 

@@ -185,6 +185,8 @@ def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: 
             RuntimeMetrics(provider.get_meter("telemetry.runtime"),
                            service_name=str(resource.attributes.get(SERVICE_NAME, "")),
                            service_version=settings.service_version, git_sha=settings.git_sha)
+        if mode is not None:
+            mode.start(reader.own_text)
         if serve:
             # In multi-process mode every worker may listen on the port (SO_REUSEPORT) and answers with the
             # merged view, so no worker fails to start because another took the port.

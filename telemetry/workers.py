@@ -93,8 +93,9 @@ class ProcessMode:
         self._thread: threading.Thread | None = None
 
     def start(self, own_text: Callable[[], str]) -> None:
-        """Refresh this process's gauges and per-process text every ``refresh_seconds`` from now on."""
+        """Refresh this process's gauges and per-process text now, and every ``refresh_seconds`` from now on."""
         self._own_text = own_text
+        self.refresh()
         self._thread = threading.Thread(target=self._run, name="telemetry-multiprocess", daemon=True)
         self._thread.start()
 

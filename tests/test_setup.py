@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import os
 import socket
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -190,3 +192,58 @@ def test_otlp_push_without_any_sdk_metrics_still_carries_the_catalogue(
     metrics = {m.name: m for sm in resource.scope_metrics for m in sm.metrics}
     points = {p.attributes[0].value.string_value: p.as_int for p in metrics["tuist_cache_events_total"].sum.data_points}
     assert points == {"local_hit": 0, "miss": 0, "remote_hit": 1}  # the recorder binds all three up front
+
+
+def test_a_missing_or_unwritable_multiprocess_directory_fails_setup_naming_the_setting(
+        tmp_path: Path, registry: Registry) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(telemetry.SettingsError, match=f"{ENV['multiprocess_dir']}.*nope"):
+        telemetry.setup(registry=registry, serve=False, multiprocess_dir=str(missing))
+    assert telemetry.current() is None
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root may write anyway
+        with pytest.raises(telemetry.SettingsError, match=ENV["multiprocess_dir"]):
+            telemetry.setup(registry=registry, serve=False, multiprocess_dir=str(locked))
+
+
+_WORKER = """
+import sys, time, telemetry
+t = telemetry.setup(metrics_host="127.0.0.1", metrics_port=int(sys.argv[1]), multiprocess_dir=sys.argv[2],
+                    multiprocess_refresh_seconds=0.2, service_name="mp")
+for _ in range(int(sys.argv[3])):
+    t.recorders.runs.record("build", is_ci=True, status=0, duration_ms=5.0)
+print("ready", flush=True)
+sys.stdin.read()  # until the test closes stdin
+telemetry.shutdown()
+"""
+
+
+def test_processes_in_multiprocess_mode_share_the_port_and_each_answers_with_the_merged_view(
+        tmp_path: Path) -> None:
+    """Three processes bind one metrics port (no one fails because another took it); every scrape, whichever
+    answers, shows the sum, and each live process's runtime series with its pid."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(port), str(tmp_path), str(n)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in (100, 200, 300)]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        pids = {str(p.pid) for p in procs}
+        for _ in range(6):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            assert 'tuist_runs_total{name="build",is_ci="true",status="0"} 600\n' in text
+            assert text.count("# TYPE process_thread_count ") == 1
+            shown = {line.split('pid="')[1].split('"')[0] for line in text.splitlines()
+                     if line.startswith("process_thread_count{")}
+            assert shown == pids
+    finally:
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in procs:
+            assert proc.wait(timeout=20) == 0

@@ -51,9 +51,7 @@ class PrometheusReader(MetricReader):
         self._data: MetricsData | None = None
         self._scrape_lock = threading.Lock()
         self._renderer = Renderer()
-        self._multiprocess = multiprocess
-        if multiprocess is not None:
-            multiprocess.start(self.own_text)
+        self._multiprocess = multiprocess  # started by setup() once the SDK's instruments exist
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         self._data = metrics_data

@@ -1,0 +1,262 @@
+"""Multi-process mode under real servers: gunicorn (uvicorn and sync workers), ``uvicorn --workers``,
+``python -m telemetry serve`` and ``python -m service --workers``. Every server runs in its own process group on
+loopback ports and is stopped by that group; each test counts requests over fresh connections and reads
+/metrics from whichever worker answers."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, port_open
+from tests.service_process import parse_samples, value
+from tests.test_prometheus import wait_for
+from tests.test_views import prometheus_scraping, query
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUESTS = 2000
+RUNS = "tuist_runs_total"
+
+
+class Group:
+    """A server started in its own process group (its workers too), stopped by that group."""
+
+    def __init__(self, argv: Sequence[str], tmp: Path, env: Mapping[str, str]) -> None:
+        self.metrics_port = free_port()
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TUIST_", "SERVICE_"))}
+        full.update({"TUIST_METRICS_HOST": "127.0.0.1", "TUIST_METRICS_PORT": str(self.metrics_port),
+                     "TUIST_METRICS_MULTIPROCESS_REFRESH_SECONDS": "0.2", **env})
+        self.log = tmp / "server.log"
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(list(argv), cwd=ROOT, env=full, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        self.metrics = f"127.0.0.1:{self.metrics_port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def wait(self, host_port: str, path: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if get(host_port, path)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{host_port}{path} did not answer within {timeout} s:\n{self.output()}")
+
+    def stop(self) -> int | None:
+        pgid = self.process.pid  # start_new_session: the group's id is the leader's pid
+        with suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(20)
+        with suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)  # any worker left behind
+        self.process.wait(5)
+        return self.process.returncode
+
+
+@contextmanager
+def running(tmp: Path, argv: Sequence[str], app: str | None, env: Mapping[str, str] | None = None) -> Iterator[Group]:
+    group = Group(argv, tmp, env or {})
+    try:
+        if app is not None:
+            group.wait(app, "/pid")
+        group.wait(group.metrics, "/metrics")
+        yield group
+    finally:
+        group.stop()
+
+
+def get(host_port: str, path: str) -> tuple[int, str]:
+    """One request over a fresh connection (``Connection: close``)."""
+    host, port = host_port.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+def load(host_port: str, requests: int = REQUESTS, threads: int = 16, pause: float = 0.0) -> tuple[int, int]:
+    """``requests`` GET /run over fresh connections from a thread pool: (responses with 200, the others)."""
+    def batch(n: int) -> tuple[int, int]:
+        ok = failed = 0
+        for _ in range(n):
+            try:
+                status, _ = get(host_port, "/run")
+                ok, failed = (ok + 1, failed) if status == 200 else (ok, failed + 1)
+            except OSError:
+                failed += 1
+            if pause:
+                time.sleep(pause)
+        return ok, failed
+
+    sizes = [requests // threads + (1 if i < requests % threads else 0) for i in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(batch, sizes))
+    return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+def scrapes(group: Group, times: int = 8) -> list[str]:
+    """/metrics ``times`` over fresh connections, so the kernel hands them to different workers."""
+    out = []
+    for _ in range(times):
+        status, text = get(group.metrics, "/metrics")
+        assert status == 200, text
+        out.append(text)
+    return out
+
+
+def assert_every_scrape(group: Group, runs: float, requests: float | None = None) -> None:
+    for text in scrapes(group):
+        assert value(text, RUNS) == runs, text
+        if requests is not None:
+            assert value(text, "http_requests_total", route="/run", status="200") == requests
+
+
+def gunicorn(app_port: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-c", "python:telemetry.gunicorn", "-w", "4",
+            "-b", f"127.0.0.1:{app_port}", *args]
+
+
+# --- the three servers: 2,000 requests, the exact count from whichever worker answers -----------------------
+
+def test_gunicorn_uvicorn_workers_count_every_request(tmp_path: Path) -> None:
+    port = free_port()
+    # TUIST_METRICS_MULTIPROCESS_DIR unset: telemetry.gunicorn's when_ready makes one for the workers.
+    argv = gunicorn(port, "-k", "uvicorn.workers.UvicornWorker", "tests.mp_app:app")
+    with running(tmp_path, argv, f"127.0.0.1:{port}") as group:
+        ok, failed = load(f"127.0.0.1:{port}")
+        assert (ok, failed) == (REQUESTS, 0)
+        assert_every_scrape(group, REQUESTS, REQUESTS)
+        pids = {labels["pid"] for text in scrapes(group, 3) for labels in _labels(text, "process_thread_count")}
+        assert len(pids) == 4, pids  # every worker's own runtime series, labelled with its pid
+
+
+def test_gunicorn_sync_workers_count_every_request(tmp_path: Path) -> None:
+    port = free_port()
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    argv = gunicorn(port, "tests.mp_app:wsgi")
+    with running(tmp_path, argv, f"127.0.0.1:{port}", {"TUIST_METRICS_MULTIPROCESS_DIR": str(mp)}) as group:
+        assert load(f"127.0.0.1:{port}") == (REQUESTS, 0)
+        assert_every_scrape(group, REQUESTS)
+
+
+def test_uvicorn_workers_count_every_request(tmp_path: Path) -> None:
+    port, mp = free_port(), tmp_path / "mp"
+    mp.mkdir()
+    argv = [sys.executable, "-m", "uvicorn", "tests.mp_app:app", "--workers", "4", "--host", "127.0.0.1",
+            "--port", str(port), "--no-access-log"]
+    with running(tmp_path, argv, f"127.0.0.1:{port}", {"TUIST_METRICS_MULTIPROCESS_DIR": str(mp)}) as group:
+        assert load(f"127.0.0.1:{port}") == (REQUESTS, 0)
+        assert_every_scrape(group, REQUESTS, REQUESTS)
+
+
+def _labels(text: str, metric: str) -> list[dict[str, str]]:
+    return [labels for name, labels, _ in parse_samples(text) if name == metric]
+
+
+# --- SIGKILL under load, with Prometheus watching -----------------------------------------------------------
+
+def test_sigkilled_worker_loses_nothing_and_prometheus_sees_no_reset(tmp_path: Path) -> None:
+    port, mp = free_port(), tmp_path / "mp"
+    mp.mkdir()
+    app = f"127.0.0.1:{port}"
+    argv = gunicorn(port, "tests.mp_app:wsgi")
+    with running(tmp_path, argv, app, {"TUIST_METRICS_MULTIPROCESS_DIR": str(mp)}) as group, \
+            prometheus_scraping(tmp_path, f"http://{group.metrics}/metrics") as prometheus:
+        result: list[tuple[int, int]] = []
+        loader = threading.Thread(target=lambda: result.append(load(app, threads=8, pause=0.004)))
+        loader.start()
+        time.sleep(1.5)
+        victim = int(get(app, "/pid")[1])
+        os.kill(victim, signal.SIGKILL)
+        loader.join(60)
+        [(ok, failed)] = result
+        assert ok + failed == REQUESTS and ok >= REQUESTS - 8, (ok, failed)
+        text = scrapes(group, 1)[0]
+        # A sync worker records before it writes the response: at most its one request in flight was recorded
+        # and never answered.
+        assert ok <= value(text, RUNS) <= ok + min(failed, 1), (ok, failed, value(text, RUNS))
+        assert_every_scrape(group, value(text, RUNS))
+        assert f'pid="{victim}"' not in text  # the dead worker's own series are gone ...
+        assert not list(mp.glob(f"{victim}-*.db")) and (mp / "archive.db").exists()  # ... its counts folded
+        total = value(text, RUNS)
+        time.sleep(2.5)  # two more scrapes after the load
+
+        def scraped_total() -> list[dict[str, object]]:
+            series = query(prometheus, f"sum({RUNS})")
+            return series if series and float(series[0]["value"][1]) == total else []
+
+        wait_for("Prometheus to see the final total", scraped_total, timeout=15)
+        resets = query(prometheus, f"resets({RUNS}[5m])")
+        assert resets and all(float(r["value"][1]) == 0 for r in resets), resets
+        assert query(prometheus, f"count_over_time({RUNS}[5m])")  # scraped all along
+
+
+# --- python -m telemetry serve ------------------------------------------------------------------------------
+
+RECORD = """
+import sys, telemetry
+t = telemetry.setup(serve=False)
+for _ in range(int(sys.argv[1])):
+    t.recorders.runs.record("build", is_ci=True, status=0, duration_ms=5)
+telemetry.shutdown()
+"""
+
+
+def test_serve_merges_a_directory_written_by_plain_processes(tmp_path: Path) -> None:
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TUIST_"))}
+    env["TUIST_METRICS_MULTIPROCESS_DIR"] = str(mp)
+    writers = [subprocess.Popen([sys.executable, "-c", RECORD, str(n)], cwd=ROOT, env=env) for n in (100, 200, 300)]
+    for w in writers:
+        assert w.wait(30) == 0
+    port = free_port()
+    argv = [sys.executable, "-m", "telemetry", "serve", "--dir", str(mp), "--host", "127.0.0.1", "--port", str(port)]
+    group = Group(argv, tmp_path, {})
+    try:
+        group.wait(f"127.0.0.1:{port}", "/metrics")
+        for _ in range(3):
+            status, text = get(f"127.0.0.1:{port}", "/metrics")
+            assert status == 200 and value(text, RUNS) == 600, text
+            assert value(text, "tuist_runs_duration_milliseconds_count") == 600
+        os.killpg(group.process.pid, signal.SIGTERM)
+        assert group.process.wait(10) == 0  # SIGTERM stops it cleanly
+        assert not port_open("127.0.0.1", port)
+    finally:
+        group.stop()
+
+
+@pytest.mark.parametrize("kind", ["missing", "unwritable"])
+def test_serve_refuses_a_bad_directory_naming_it(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "nope"
+    if kind == "unwritable":
+        if os.geteuid() == 0:
+            pytest.skip("root can write anywhere")
+        target.mkdir(mode=0o500)
+    done = subprocess.run([sys.executable, "-m", "telemetry", "serve", "--dir", str(target), "--port", "0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and str(target) in done.stderr, done.stderr

@@ -1,6 +1,11 @@
 """``python -m service`` (what ``make run`` runs): the reference service on 127.0.0.1:8080, /metrics on :9091,
-and the traffic replayer. ``--port``, ``--metrics-port``, ``--host`` and ``--no-traffic`` override the
-environment (SERVICE_PORT, TUIST_METRICS_PORT, SERVICE_HOST, SERVICE_TRAFFIC)."""
+and the traffic replayer. ``--port``, ``--metrics-port``, ``--host``, ``--workers`` and ``--no-traffic`` override
+the environment (SERVICE_PORT, TUIST_METRICS_PORT, SERVICE_HOST, SERVICE_WORKERS, SERVICE_TRAFFIC).
+
+With more than one worker, uvicorn runs that many worker processes (``service.app:create_worker_app``) and
+telemetry runs in multi-process mode: each worker records into its own file in
+``<data dir>/metrics-multiproc`` (emptied at start; or TUIST_METRICS_MULTIPROCESS_DIR) and listens on the
+metrics port beside the others; any of them answers /metrics for all. The replayer runs in this process."""
 
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--metrics-port", type=int, default=None,
                         help=f"/metrics port (default: {TELEMETRY_ENV['metrics_port']} or 9091)")
     parser.add_argument("--data-dir", default=None, help=f"data directory (default: {ENV['data_dir']} or var)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"worker processes (default: {ENV['workers']} or 1)")
     parser.add_argument("--no-traffic", action="store_true", help="do not start the traffic replayer")
     return parser.parse_args(argv)
 
@@ -46,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from telemetry.exposition.server import ExpositionError
 
     overrides: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port),
-                                                   ("data_dir", args.data_dir)) if v is not None}
+                                                   ("data_dir", args.data_dir), ("workers", args.workers))
+                                 if v is not None}
     if args.no_traffic:
         overrides["traffic"] = False
     try:
@@ -54,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(settings.log_level)
         # httpx logs every request at INFO; the access log already has one line per request.
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        if settings.workers > 1:
+            return run_workers(settings, args.metrics_port)
         service = Service.start(settings, metrics_port=args.metrics_port)
     except (SettingsError, ExpositionError) as exc:
         print(f"service: {exc}", file=sys.stderr)
@@ -96,6 +106,80 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not server.started:
         logging.getLogger("service").error("the service could not start on %s", settings.base_url)
         return 1
+    return 0
+
+
+def run_workers(settings: Any, metrics_port: int | None) -> int:
+    """``settings.workers`` uvicorn workers in multi-process mode; the replayer in this process."""
+    import os
+    import secrets
+    import shutil
+
+    import httpx
+    import uvicorn
+
+    from service.app import STORE_SECRET_ENV
+    from service.db import Database, make_engine
+    from service.replayer import Replayer
+    from telemetry.config import Settings as TelemetrySettings
+
+    multiprocess_env = TELEMETRY_ENV["multiprocess_dir"]
+    if not os.environ.get(multiprocess_env):
+        directory = (settings.data_path / "metrics-multiproc").resolve()
+        shutil.rmtree(directory, ignore_errors=True)  # no counts left over from an earlier run
+        directory.mkdir(parents=True)
+        os.environ[multiprocess_env] = str(directory)
+    if metrics_port is not None:
+        os.environ[TELEMETRY_ENV["metrics_port"]] = str(metrics_port)
+    # The workers build their settings from the environment: hand them this process's.
+    os.environ.update({ENV["host"]: settings.host, ENV["port"]: str(settings.port),
+                       ENV["data_dir"]: settings.data_dir, ENV["traffic"]: "false", ENV["workers"]: "1",
+                       STORE_SECRET_ENV: secrets.token_hex(32)})
+    telemetry_settings = TelemetrySettings.from_env()  # a bad TUIST_* setting stops here, not in N workers
+    # The database is created and seeded once, here; the replayer signs in with these credentials.
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url, pool_size=1, max_overflow=0)
+    try:
+        db = Database(engine)
+        db.create_all()
+        credentials = db.seed()
+    finally:
+        engine.dispose()
+
+    replayer = Replayer(settings.base_url, credentials, workers=settings.traffic_workers,
+                        interval=settings.traffic_interval) if settings.traffic else None
+    metrics_host = settings.base_url.rsplit(":", 1)[0]
+    done = threading.Event()
+
+    def announce() -> None:
+        while not done.wait(0.1):
+            try:
+                if httpx.get(f"{settings.base_url}/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                continue
+        else:
+            return
+        print(f"service:  {settings.base_url}/  (API docs {settings.base_url}/api/docs)\n"
+              f"workers:  {settings.workers}, metrics in {os.environ[multiprocess_env]}\n"
+              f"metrics:  {metrics_host}:{telemetry_settings.metrics_port}{telemetry_settings.metrics_path}\n"
+              f"health:   {settings.base_url}/health/ready\n"
+              f"traffic:  {'replaying CLI traffic' if replayer else 'off (--no-traffic)'}\n"
+              f"data:     {settings.data_path.resolve()}", flush=True)
+        if replayer is not None:
+            replayer.start()
+
+    announcer = threading.Thread(target=announce, name="announce", daemon=True)
+    announcer.start()
+    try:
+        # uvicorn's supervisor handles SIGTERM and Ctrl-C: it stops the workers (each closes its Service).
+        uvicorn.run("service.app:create_worker_app", factory=True, workers=settings.workers, host=settings.host,
+                    port=settings.port, log_config=None, access_log=False, server_header=False)
+    finally:
+        done.set()
+        announcer.join(timeout=5)
+        if replayer is not None:
+            replayer.stop()
     return 0
 
 

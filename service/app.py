@@ -3,12 +3,15 @@ middleware stack (OpenTelemetry spans, inbound HTTP metrics, request ids and acc
 
 ``create_app(service)`` returns the Starlette app wrapped by ``telemetry.instrumentation.asgi``;
 ``create_app(service, instrument=False)`` is the same app with no telemetry middleware (the benchmark's
-baseline).
+baseline). ``create_worker_app()`` is the factory each uvicorn worker of ``python -m service --workers N`` calls:
+it starts its own ``Service`` from the environment and closes it when the worker shuts down.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,7 +25,7 @@ from service import api, pages
 from service.components import Service
 from service.storage import STORE_PREFIX, StoreError
 from telemetry.analytics import PageViewMiddleware
-from telemetry.instrumentation.asgi import ASGIApp, instrument_asgi
+from telemetry.instrumentation.asgi import ASGIApp, Receive, Scope, Send, instrument_asgi
 from telemetry.tracing import capture_exception
 
 _log = logging.getLogger("service.app")
@@ -115,3 +118,40 @@ def create_app(service: Service, *, instrument: bool = True) -> ASGIApp:
     # Spans only when tracing exports them (service.tracing.provider is None otherwise); OpenTelemetry's own
     # http.server.* metrics are left out: http_requests_total and http_request_duration_seconds cover them.
     return instrument_asgi(app, registry=service.telemetry.registry, tracer_provider=service.tracing.provider)
+
+
+# The presigned-URL secret the workers of one service share (``python -m service`` sets it, hex).
+STORE_SECRET_ENV = "SERVICE_WORKER_STORE_SECRET"
+
+
+class _ClosesOnShutdown:
+    """Answers the ASGI lifespan protocol, calling ``close`` at shutdown; everything else goes to ``app``."""
+
+    def __init__(self, app: ASGIApp, close: Callable[[], None]) -> None:
+        self.app, self.close = app, close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_worker_app() -> ASGIApp:
+    """One uvicorn worker's app: a ``Service`` from the environment ``python -m service --workers`` set up."""
+    from service.settings import ServiceSettings
+    from telemetry import logs
+
+    settings = ServiceSettings.from_env()
+    logs.configure(settings.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    secret = os.environ.get(STORE_SECRET_ENV)
+    service = Service.start(settings, store_secret=bytes.fromhex(secret) if secret else None)
+    return _ClosesOnShutdown(create_app(service), service.close)

@@ -56,8 +56,9 @@ class Service:
 
     @classmethod
     def start(cls, settings: ServiceSettings, *, metrics_port: int | None = None,
-              tracing: Tracing | None = None) -> Service:
-        """Start telemetry and every component. ``metrics_port`` overrides TUIST_METRICS_PORT."""
+              tracing: Tracing | None = None, store_secret: bytes | None = None) -> Service:
+        """Start telemetry and every component. ``metrics_port`` overrides TUIST_METRICS_PORT;
+        ``store_secret`` signs presigned URLs (workers of one service share it; default: a fresh one)."""
         overrides: dict[str, Any] = {}
         if metrics_port is not None:
             overrides["metrics_port"] = metrics_port
@@ -74,7 +75,7 @@ class Service:
                                         sentry_dsn=settings.sentry_dsn, sentry_environment=settings.environment,
                                         disabled=running.settings.sdk_disabled)
                 closers.append(tracing.shutdown)
-            return cls._build(settings, running, tracing, closers)
+            return cls._build(settings, running, tracing, closers, store_secret)
         except BaseException:
             for close in reversed(closers):
                 close()
@@ -82,7 +83,7 @@ class Service:
 
     @classmethod
     def _build(cls, settings: ServiceSettings, running: Telemetry, tracing: Tracing,
-               closers: list[Any]) -> Service:
+               closers: list[Any], store_secret: bytes | None = None) -> Service:
         data = settings.data_path
         data.mkdir(parents=True, exist_ok=True)
         common: dict[str, Any] = {"registry": running.registry, "meter_provider": running.meter_provider,
@@ -103,7 +104,8 @@ class Service:
                             limits=httpx.Limits(max_connections=8, max_keepalive_connections=4))
         closers.append(http.close)
         instrument_httpx(http, **common)
-        store = ArtifactStore(data / "store", base_url=settings.store_url, storage=running.recorders.storage)
+        store = ArtifactStore(data / "store", base_url=settings.store_url, storage=running.recorders.storage,
+                              secret=store_secret)
         node_cache = NodeCache(data / "node-cache", settings.node_cache_entries)
 
         health = Health(timeout=settings.health_timeout)

@@ -53,6 +53,9 @@ FIELDS: tuple[Field, ...] = (
     Field("host", "SERVICE_HOST", _text, "Address the service binds to."),
     Field("port", "SERVICE_PORT", _port,
           f"Port of the service (its /metrics port is {TELEMETRY_ENV['metrics_port']})."),
+    Field("workers", "SERVICE_WORKERS", _positive_int,
+          "Worker processes (uvicorn workers); above 1, telemetry runs in multi-process mode with its directory "
+          "in <data dir>/metrics-multiproc unless TUIST_METRICS_MULTIPROCESS_DIR is set."),
     Field("data_dir", "SERVICE_DATA_DIR", _text,
           "Where the embedded SQLite database, the artifact store and the node-local cache live."),
     Field("database_url", "DATABASE_URL", _database_url,
@@ -89,6 +92,7 @@ class ServiceSettings(EnvSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int = 1
     data_dir: str = "var"
     database_url: str = ""
     db_pool_size: int = 5

@@ -6,6 +6,7 @@ loopback ports and is stopped by that group; each test counts requests over fres
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -16,11 +17,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from tests.conftest import free_port, port_open
-from tests.service_process import parse_samples, value
+from tests.service_process import issue_token, parse_samples, value
 from tests.test_prometheus import wait_for
 from tests.test_views import prometheus_scraping, query
 
@@ -34,8 +37,8 @@ RUNS = "tuist_runs_total"
 class Group:
     """A server started in its own process group (its workers too), stopped by that group."""
 
-    def __init__(self, argv: Sequence[str], tmp: Path, env: Mapping[str, str]) -> None:
-        self.metrics_port = free_port()
+    def __init__(self, argv: Sequence[str], tmp: Path, env: Mapping[str, str], metrics_port: int = 0) -> None:
+        self.metrics_port = metrics_port or free_port()
         full = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TUIST_", "SERVICE_"))}
         full.update({"TUIST_METRICS_HOST": "127.0.0.1", "TUIST_METRICS_PORT": str(self.metrics_port),
                      "TUIST_METRICS_MULTIPROCESS_REFRESH_SECONDS": "0.2", **env})
@@ -85,12 +88,13 @@ def running(tmp: Path, argv: Sequence[str], app: str | None, env: Mapping[str, s
         group.stop()
 
 
-def get(host_port: str, path: str) -> tuple[int, str]:
+def get(host_port: str, path: str, method: str = "GET", body: bytes | None = None,
+        headers: Mapping[str, str] | None = None) -> tuple[int, str]:
     """One request over a fresh connection (``Connection: close``)."""
     host, port = host_port.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
-        conn.request("GET", path, headers={"Connection": "close"})
+        conn.request(method, path, body=body, headers={"Connection": "close", **(headers or {})})
         response = conn.getresponse()
         return response.status, response.read().decode()
     finally:
@@ -260,3 +264,35 @@ def test_serve_refuses_a_bad_directory_naming_it(tmp_path: Path, kind: str) -> N
     done = subprocess.run([sys.executable, "-m", "telemetry", "serve", "--dir", str(target), "--port", "0"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and str(target) in done.stderr, done.stderr
+
+
+# --- python -m service --workers ----------------------------------------------------------------------------
+
+def test_service_with_workers_serves_exact_totals(tmp_path: Path) -> None:
+    port, metrics_port, data = free_port(), free_port(), tmp_path / "data"
+    app = f"127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "service", "--workers", "2", "--no-traffic", "--port", str(port),
+            "--metrics-port", str(metrics_port), "--data-dir", str(data)]
+    group = Group(argv, tmp_path, {}, metrics_port=metrics_port)
+    try:
+        group.wait(app, "/health/live")
+        group.wait(group.metrics, "/metrics")
+        token = issue_token(cast(Any, SimpleNamespace(data_dir=data)))
+        run = json.dumps({"name": "build", "is_ci": True, "status": 0, "duration_ms": 1200}).encode()
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        statuses = [get(app, "/api/projects/acme/ios-app/runs", "POST", run, headers)[0] for _ in range(12)]
+        assert statuses == [201] * 12
+        pids: set[str] = set()
+        for text in scrapes(group):
+            assert value(text, RUNS, name="build", is_ci="true", status="0") == 12
+            assert value(text, "http_requests_total", route="/api/projects/{account}/{project}/runs",
+                         status="201") == 12
+            assert value(text, "tuist_projects_total") == 5  # a latest-value gauge, not summed over workers
+            pids |= {labels["pid"] for labels in _labels(text, "target_info")}
+        assert len(pids) == 2, pids
+        assert sorted(p.name for p in (data / "metrics-multiproc").glob("*.db")) != []
+        os.killpg(group.process.pid, signal.SIGTERM)
+        assert group.process.wait(20) == 0, group.output()
+        assert "workers:  2" in group.output()
+    finally:
+        group.stop()

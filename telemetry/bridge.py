@@ -44,7 +44,7 @@ from opentelemetry.sdk.metrics.view import DropAggregation, View
 from telemetry import _sdk
 from telemetry.catalogue import BY_INSTRUMENT, BY_NAME, SCOPE_NAME, Kind, sample_names
 from telemetry.cells import EXEMPLARS
-from telemetry.registry import GaugeFamily, Registry
+from telemetry.registry import GaugeFamily, Registry, label_text
 from telemetry.store import OVERFLOW_VALUES, Stream
 from telemetry.views import create_instrument
 
@@ -111,7 +111,6 @@ class _Point:
     """What the SDK keeps per stream and attribute set: a key into the store, read at collection."""
 
     def _init(self, agg: StoreAggregation, instrument: Any, attributes: Any) -> None:
-        self._agg = agg
         self._stream = agg.stream
         self._family = agg.registry[agg.stream.spec.name]
         self._report = agg.owner
@@ -149,9 +148,10 @@ def _key(stream: Stream, attributes: Any) -> tuple[tuple[str, ...] | None, dict[
     if attributes.get(OVERFLOW_ATTRIBUTE) is True:
         return OVERFLOW_VALUES, {OVERFLOW_ATTRIBUTE: True}
     try:
-        values = tuple(str(attributes[n]).lower() if isinstance(attributes[n], bool) else str(attributes[n])
-                       for n in stream.label_names)
+        values = tuple(label_text(stream.name, attributes[n]) for n in stream.label_names)
     except KeyError:  # a projection of another stream's series: it names no series of this stream
+        return None, {}
+    except TypeError:  # not a label value at all: the measurement itself is refused in aggregate()
         return None, {}
     return values, dict(zip(stream.label_names, values, strict=True))
 

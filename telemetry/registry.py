@@ -34,7 +34,8 @@ GaugeChild = GaugeCell | Fanout
 HistogramChild = HistogramCell | Fanout
 
 
-def _to_label(metric: str, value: LabelValue) -> str:
+def label_text(metric: str, value: LabelValue) -> str:
+    """A label value as /metrics shows it (bools as true/false, enums by value)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, enum.Enum):
@@ -107,7 +108,7 @@ class Family(Generic[H]):
         if len(key) != len(spec.labels):
             raise ValueError(f"{self.name}: expected {len(spec.labels)} label values for {list(spec.labels)}, "
                              f"got {len(key)}")
-        values = tuple(_to_label(self.name, v) for v in key)
+        values = tuple(label_text(self.name, v) for v in key)
         for name, value in zip(spec.labels, values, strict=True):
             allowed = spec.allowed.get(name)
             if allowed is not None and value not in allowed:

@@ -138,9 +138,26 @@ def assert_every_scrape(group: Group, runs: float, requests: float | None = None
             assert value(text, "http_requests_total", route="/run", status="200") == requests
 
 
-def gunicorn(app_port: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "-c", "python:telemetry.gunicorn", "-w", "4",
-            "-b", f"127.0.0.1:{app_port}", *args]
+# The README's commands ("Running with several workers"), as the tests run them (``python -m`` of this venv).
+GUNICORN_ASGI = ("gunicorn -c python:telemetry.gunicorn -w 4 -k uvicorn.workers.UvicornWorker -b 127.0.0.1:{port} "
+                 "tests.mp_app:app")
+GUNICORN_SYNC = "gunicorn -c python:telemetry.gunicorn -w 4 -b 127.0.0.1:{port} tests.mp_app:wsgi"
+UVICORN = "uvicorn tests.mp_app:app --workers 4 --host 127.0.0.1 --port {port}"
+SERVE = "telemetry serve --dir {dir} --host 127.0.0.1 --port {port}"
+
+
+def command(template: str, **values: object) -> list[str]:
+    return [sys.executable, "-m", *template.format(**values).split()]
+
+
+def test_readme_shows_the_commands_these_tests_run() -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Running with several workers"):]
+    section = section[:section.index("\n## ")].replace("\\\n  ", "")
+    for template in (GUNICORN_ASGI, GUNICORN_SYNC, UVICORN):
+        assert template.format(port=8000) in section, template
+    assert "python -m " + SERVE.format(dir="/tmp/metrics", port=9091) in section
+    assert "python -m service --workers 4" in section
 
 
 # --- the three servers: 2,000 requests, the exact count from whichever worker answers -----------------------
@@ -148,7 +165,7 @@ def gunicorn(app_port: int, *args: str) -> list[str]:
 def test_gunicorn_uvicorn_workers_count_every_request(tmp_path: Path) -> None:
     port = free_port()
     # TUIST_METRICS_MULTIPROCESS_DIR unset: telemetry.gunicorn's when_ready makes one for the workers.
-    argv = gunicorn(port, "-k", "uvicorn.workers.UvicornWorker", "tests.mp_app:app")
+    argv = command(GUNICORN_ASGI, port=port)
     with running(tmp_path, argv, f"127.0.0.1:{port}") as group:
         ok, failed = load(f"127.0.0.1:{port}")
         assert (ok, failed) == (REQUESTS, 0)
@@ -161,7 +178,7 @@ def test_gunicorn_sync_workers_count_every_request(tmp_path: Path) -> None:
     port = free_port()
     mp = tmp_path / "mp"
     mp.mkdir()
-    argv = gunicorn(port, "tests.mp_app:wsgi")
+    argv = command(GUNICORN_SYNC, port=port)
     with running(tmp_path, argv, f"127.0.0.1:{port}", {"TUIST_METRICS_MULTIPROCESS_DIR": str(mp)}) as group:
         assert load(f"127.0.0.1:{port}") == (REQUESTS, 0)
         assert_every_scrape(group, REQUESTS)
@@ -170,8 +187,7 @@ def test_gunicorn_sync_workers_count_every_request(tmp_path: Path) -> None:
 def test_uvicorn_workers_count_every_request(tmp_path: Path) -> None:
     port, mp = free_port(), tmp_path / "mp"
     mp.mkdir()
-    argv = [sys.executable, "-m", "uvicorn", "tests.mp_app:app", "--workers", "4", "--host", "127.0.0.1",
-            "--port", str(port), "--no-access-log"]
+    argv = command(UVICORN, port=port)
     with running(tmp_path, argv, f"127.0.0.1:{port}", {"TUIST_METRICS_MULTIPROCESS_DIR": str(mp)}) as group:
         assert load(f"127.0.0.1:{port}") == (REQUESTS, 0)
         assert_every_scrape(group, REQUESTS, REQUESTS)
@@ -187,7 +203,7 @@ def test_sigkilled_worker_loses_nothing_and_prometheus_sees_no_reset(tmp_path: P
     port, mp = free_port(), tmp_path / "mp"
     mp.mkdir()
     app = f"127.0.0.1:{port}"
-    argv = gunicorn(port, "tests.mp_app:wsgi")
+    argv = command(GUNICORN_SYNC, port=port)
     with running(tmp_path, argv, app, {"TUIST_METRICS_MULTIPROCESS_DIR": str(mp)}) as group, \
             prometheus_scraping(tmp_path, f"http://{group.metrics}/metrics") as prometheus:
         result: list[tuple[int, int]] = []
@@ -239,7 +255,7 @@ def test_serve_merges_a_directory_written_by_plain_processes(tmp_path: Path) -> 
     for w in writers:
         assert w.wait(30) == 0
     port = free_port()
-    argv = [sys.executable, "-m", "telemetry", "serve", "--dir", str(mp), "--host", "127.0.0.1", "--port", str(port)]
+    argv = command(SERVE, dir=mp, port=port)
     group = Group(argv, tmp_path, {})
     try:
         group.wait(f"127.0.0.1:{port}", "/metrics")

@@ -207,10 +207,11 @@ def test_sigkilled_worker_loses_nothing_and_prometheus_sees_no_reset(tmp_path: P
     with running(tmp_path, argv, app, {"TUIST_METRICS_MULTIPROCESS_DIR": str(mp)}) as group, \
             prometheus_scraping(tmp_path, f"http://{group.metrics}/metrics") as prometheus:
         result: list[tuple[int, int]] = []
-        loader = threading.Thread(target=lambda: result.append(load(app, threads=8, pause=0.004)))
+        loader = threading.Thread(target=lambda: result.append(load(app, threads=8, pause=0.012)))
         loader.start()
-        time.sleep(1.5)
+        time.sleep(1.0)
         victim = int(get(app, "/pid")[1])
+        assert loader.is_alive()  # under load
         os.kill(victim, signal.SIGKILL)
         loader.join(60)
         [(ok, failed)] = result
@@ -224,6 +225,7 @@ def test_sigkilled_worker_loses_nothing_and_prometheus_sees_no_reset(tmp_path: P
         assert not list(mp.glob(f"{victim}-*.db")) and (mp / "archive.db").exists()  # ... its counts folded
         total = value(text, RUNS)
         time.sleep(2.5)  # two more scrapes after the load
+        assert len([p for p in mp.glob("*.db") if p.name != "archive.db"]) == 4  # gunicorn replaced the victim
 
         def scraped_total() -> list[dict[str, object]]:
             series = query(prometheus, f"sum({RUNS})")

@@ -170,8 +170,11 @@ def test_gunicorn_uvicorn_workers_count_every_request(tmp_path: Path) -> None:
         ok, failed = load(f"127.0.0.1:{port}")
         assert (ok, failed) == (REQUESTS, 0)
         assert_every_scrape(group, REQUESTS, REQUESTS)
-        pids = {labels["pid"] for text in scrapes(group, 3) for labels in _labels(text, "process_thread_count")}
-        assert len(pids) == 4, pids  # every worker's own runtime series, labelled with its pid
+
+        def four_pids() -> bool:  # every worker's own runtime series, labelled with its pid
+            return len({labels["pid"] for labels in _labels(scrapes(group, 1)[0], "process_thread_count")}) == 4
+
+        wait_for("four workers' runtime series", four_pids, timeout=15)
 
 
 def test_gunicorn_sync_workers_count_every_request(tmp_path: Path) -> None:
@@ -300,17 +303,19 @@ def test_service_with_workers_serves_exact_totals(tmp_path: Path) -> None:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         statuses = [get(app, "/api/projects/acme/ios-app/runs", "POST", run, headers)[0] for _ in range(12)]
         assert statuses == [201] * 12
-        pids: set[str] = set()
         for text in scrapes(group):
             assert value(text, RUNS, name="build", is_ci="true", status="0") == 12
             assert value(text, "http_requests_total", route="/api/projects/{account}/{project}/runs",
                          status="201") == 12
             assert value(text, "tuist_projects_total") == 5  # a latest-value gauge, not summed over workers
-            pids |= {labels["pid"] for labels in _labels(text, "target_info")}
-        assert len(pids) == 2, pids
+
+        def two_workers() -> bool:  # each worker's own series, once both have started
+            return len({labels["pid"] for labels in _labels(scrapes(group, 1)[0], "target_info")}) == 2
+
+        wait_for("both workers' target_info", two_workers, timeout=15)
         assert sorted(p.name for p in (data / "metrics-multiproc").glob("*.db")) != []
         os.killpg(group.process.pid, signal.SIGTERM)
         assert group.process.wait(20) == 0, group.output()
-        assert "workers:  2" in group.output()
+        assert "workers:  2" in group.log.read_text(errors="replace")
     finally:
         group.stop()

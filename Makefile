@@ -25,9 +25,10 @@ $(STAMP): pyproject.toml constraints.txt
 	  (cd $* && npm ci --silent --no-audit --no-fund) && touch $@; \
 	else echo "npm not found: $* not installed (its tests will skip)"; fi
 
-# The reference service on 127.0.0.1:8080 with /metrics on :9091 (see README).
+# The reference service on 127.0.0.1:8080 with /metrics on :9091 (see README); `make run WORKERS=4` runs four
+# uvicorn workers in multi-process mode behind the one /metrics.
 run: setup
-	$(PY) -m service
+	$(PY) -m service $(if $(WORKERS),--workers $(WORKERS))
 
 simulate: setup
 	$(PY) -m telemetry simulate

@@ -37,20 +37,24 @@ def label_values(s: MetricSpec, pick: int) -> tuple[str, ...]:
     return tuple(out)
 
 
+def values_for(s: MetricSpec) -> st.SearchStrategy[float]:
+    """Values a family accepts: any finite gauge value, counters and histograms >= 0 (bucket bounds included)."""
+    if s.kind is Kind.GAUGE:
+        return st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False))
+    if s.kind is Kind.COUNTER:
+        return st.one_of(st.integers(0, 10**6), st.floats(0, 1e6, allow_nan=False))
+    bounds = s.buckets
+    return st.one_of(st.sampled_from((0, *bounds)), st.floats(0, bounds[-1] * 2, allow_nan=False),
+                     st.integers(0, int(bounds[-1]) * 2))
+
+
 @st.composite
 def operations(draw: st.DrawFn) -> list[Op]:
     ops: list[Op] = []
     for _ in range(draw(st.integers(1, 60))):
         s = draw(st.sampled_from(SPECS))
         labels = label_values(s, draw(st.integers(0, 5)))
-        if s.kind is Kind.GAUGE:
-            value: float = draw(st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False)))
-        elif s.kind is Kind.COUNTER:
-            value = draw(st.one_of(st.integers(0, 10**6), st.floats(0, 1e6, allow_nan=False)))
-        else:
-            bounds = s.buckets
-            value = draw(st.one_of(st.sampled_from((0, *bounds)), st.floats(0, bounds[-1] * 2, allow_nan=False),
-                                   st.integers(0, int(bounds[-1]) * 2)))
+        value = draw(values_for(s))
         ops.append((s, labels, value))
     return ops
 

@@ -57,6 +57,7 @@ from telemetry.catalogue import (
 from telemetry.cells import EXEMPLARS
 from telemetry.registry import LabelValue, Registry
 from tests.otlp_receiver import OtlpReceiver, attributes, metrics_by_name, resource_attributes
+from tests.test_otel_equivalence import values_for
 
 SPECS = [s for s in CATALOGUE if s.name != OVERFLOW_METRIC]
 BY_NAME = {s.name: s for s in CATALOGUE}
@@ -128,14 +129,7 @@ def activity(draw: st.DrawFn) -> list[Op]:
     for _ in range(draw(st.integers(1, 40))):
         s = draw(st.sampled_from(SPECS))
         picked = [draw(st.sampled_from(spellings(s, label))) for label in s.labels]
-        if s.kind is Kind.GAUGE:
-            value: float = draw(st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False)))
-        elif s.kind is Kind.COUNTER:
-            value = draw(st.one_of(st.integers(0, 10**6), st.floats(0, 1e6, allow_nan=False)))
-        else:
-            bounds = s.buckets
-            value = draw(st.one_of(st.sampled_from((0, *bounds)), st.floats(0, bounds[-1] * 2, allow_nan=False),
-                                   st.integers(0, int(bounds[-1]) * 2)))
+        value = draw(values_for(s))
         ops.append((s, tuple(p for p, _ in picked), tuple(shown for _, shown in picked), value))
     return ops
 

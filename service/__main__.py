@@ -35,6 +35,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _replayer(settings: Any, credentials: Any) -> Any:
+    """The CLI traffic replayer, unless traffic is off."""
+    from service.replayer import Replayer
+
+    return Replayer(settings.base_url, credentials, workers=settings.traffic_workers,
+                    interval=settings.traffic_interval) if settings.traffic else None
+
+
+def _ready(settings: Any, metrics_url: str, replayer: Any, extra: str = "") -> None:
+    """Print where everything is, then start the replayer: the service answers now."""
+    print(f"service:  {settings.base_url}/  (API docs {settings.base_url}/api/docs)\n{extra}"
+          f"metrics:  {metrics_url}\n"
+          f"health:   {settings.base_url}/health/ready\n"
+          f"traffic:  {'replaying CLI traffic' if replayer else 'off (--no-traffic)'}\n"
+          f"data:     {settings.data_path.resolve()}", flush=True)
+    if replayer is not None:
+        replayer.start()
+
+
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -46,7 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from service.app import create_app
     from service.components import Service
-    from service.replayer import Replayer
     from service.settings import ENV, ServiceSettings
     from telemetry import logs
     from telemetry.config import SettingsError
@@ -77,21 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = uvicorn.Config(create_app(service), host=settings.host, port=settings.port, log_config=None,
                             access_log=False, lifespan="off", server_header=False)
     server = uvicorn.Server(config)
-    replayer = Replayer(settings.base_url, service.credentials, workers=settings.traffic_workers,
-                        interval=settings.traffic_interval) if settings.traffic else None
+    replayer = _replayer(settings, service.credentials)
 
     def announce() -> None:
         while not server.started and not server.should_exit:
             time.sleep(0.05)
         if not server.started:
             return
-        print(f"service:  {settings.base_url}/  (API docs {settings.base_url}/api/docs)\n"
-              f"metrics:  {service.telemetry.metrics_url}\n"
-              f"health:   {settings.base_url}/health/ready\n"
-              f"traffic:  {'replaying CLI traffic' if replayer else 'off (--no-traffic)'}\n"
-              f"data:     {settings.data_path.resolve()}", flush=True)
-        if replayer is not None:
-            replayer.start()
+        _ready(settings, str(service.telemetry.metrics_url), replayer)
 
     threading.Thread(target=announce, name="announce", daemon=True).start()
     # uvicorn re-raises SIGTERM once it has stopped; with the default handler that would end the process
@@ -120,7 +131,6 @@ def run_workers(settings: Any, metrics_port: int | None) -> int:
 
     from service.app import STORE_SECRET_ENV
     from service.db import Database, make_engine
-    from service.replayer import Replayer
     from telemetry.config import Settings as TelemetrySettings
 
     multiprocess_env = TELEMETRY_ENV["multiprocess_dir"]
@@ -146,8 +156,7 @@ def run_workers(settings: Any, metrics_port: int | None) -> int:
     finally:
         engine.dispose()
 
-    replayer = Replayer(settings.base_url, credentials, workers=settings.traffic_workers,
-                        interval=settings.traffic_interval) if settings.traffic else None
+    replayer = _replayer(settings, credentials)
     metrics_host = settings.base_url.rsplit(":", 1)[0]
     done = threading.Event()
 
@@ -160,14 +169,8 @@ def run_workers(settings: Any, metrics_port: int | None) -> int:
                 continue
         else:
             return
-        print(f"service:  {settings.base_url}/  (API docs {settings.base_url}/api/docs)\n"
-              f"workers:  {settings.workers}, metrics in {os.environ[multiprocess_env]}\n"
-              f"metrics:  {metrics_host}:{telemetry_settings.metrics_port}{telemetry_settings.metrics_path}\n"
-              f"health:   {settings.base_url}/health/ready\n"
-              f"traffic:  {'replaying CLI traffic' if replayer else 'off (--no-traffic)'}\n"
-              f"data:     {settings.data_path.resolve()}", flush=True)
-        if replayer is not None:
-            replayer.start()
+        _ready(settings, f"{metrics_host}:{telemetry_settings.metrics_port}{telemetry_settings.metrics_path}",
+               replayer, f"workers:  {settings.workers}, metrics in {os.environ[multiprocess_env]}\n")
 
     announcer = threading.Thread(target=announce, name="announce", daemon=True)
     announcer.start()

@@ -256,10 +256,6 @@ class CatalogueMeterProvider(MeterProvider):
         bridge.attach(provider, readers)
         return provider
 
-    @property
-    def catalogue_meter(self) -> Meter:
-        return self._bridge.meter
-
     def instrument(self, name: str) -> Any:
         """The OpenTelemetry instrument of a catalogue entry, by documented or instrument name."""
         return self._bridge.instruments[(BY_NAME.get(name) or BY_INSTRUMENT[name]).name]

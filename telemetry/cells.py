@@ -260,8 +260,7 @@ class Fanout:
             raise ValueError(f"{self._metric}: gauge changes must be finite numbers, got {amount!r}")
         for cell in self.cells:
             cell.inc(amount)  # type: ignore[union-attr]
-        for report in self.reports:
-            report.inc()
+        self._report()
 
     def dec(self, amount: int | float = 1) -> None:
         self.inc(-amount)
@@ -289,8 +288,7 @@ class Fanout:
             return
         for cell in self.cells:
             cell.observe(value)  # type: ignore[union-attr]
-        for report in self.reports:
-            report.inc()
+        self._report()
 
     def observe_measured(self, value: int | float) -> None:
         for cell in self.cells:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -133,7 +133,3 @@ class Stream:
 
 
 NewSeries = Callable[[Stream, tuple[str, ...]], None]
-
-
-def shapes_equal(a: Sequence[StreamShape], b: Sequence[StreamShape]) -> bool:
-    return tuple(a) == tuple(b)

@@ -4,6 +4,7 @@ its documented type (``/api/v1/metadata``, parsed from our ``# TYPE`` lines) and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -60,34 +61,54 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+@contextlib.contextmanager
+def prometheus_scraping(tmp: Path, metrics_url: str) -> Iterator[str]:
+    """A real Prometheus (Debian 2.42) scraping ``metrics_url`` every second, once it has scraped it; yields its
+    API base URL. Afterwards its log must show no parse or type error."""
+    binary = require_binary("prometheus")
+    host_port = metrics_url.split("//", 1)[1].split("/", 1)[0]
+    assert host_port.startswith("127.0.0.1:"), host_port
+    port = free_port()
+    config = tmp / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                      "scrape_configs:\n  - job_name: tuist\n"
+                      f"    static_configs:\n      - targets: ['{host_port}']\n")
+    with (tmp / "prometheus.log").open("wb") as log:
+        prom = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
+            stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            def up() -> list[dict[str, Any]]:
+                return [t for t in api(base, "/api/v1/targets")["activeTargets"]
+                        if t["health"] == "up" and t["lastScrape"] != "0001-01-01T00:00:00Z"]
+
+            [target] = wait_for("the target to be scraped", up, timeout=30)
+            assert target["lastError"] == ""
+            yield base
+        finally:
+            stop(prom)
+    text = (tmp / "prometheus.log").read_text(errors="replace")
+    for bad in ("invalid metric type", "duplicate", "parse error", "expected label name"):
+        assert bad not in text, text
+
+
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = require_binary("prometheus")
     tmp = tmp_path_factory.mktemp("prometheus")
-    metrics_port, prom_port = free_port(), free_port()
+    require_binary("prometheus")
+    metrics_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TUIST_"))}
     simulate = subprocess.Popen(
         [sys.executable, "-m", "telemetry", "simulate", "--host", "127.0.0.1", "--port", str(metrics_port),
          "--interval", "0.1", "--seed", "3"],
         stdout=subprocess.DEVNULL, stderr=(tmp / "simulate.log").open("wb"), env=env)
-    config = tmp / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        "scrape_configs:\n"
-        "  - job_name: tuist\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n")
-    log = (tmp / "prometheus.log").open("wb")
-    prom = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}", "--storage.tsdb.retention.time=1h"],
-        stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{prom_port}"
     try:
-        yield base
+        with prometheus_scraping(tmp, f"http://127.0.0.1:{metrics_port}/metrics") as base:
+            yield base
     finally:
-        stop(prom)
         stop(simulate)
-        log.close()
 
 
 def families() -> dict[str, MetricSpec]:

@@ -37,10 +37,9 @@ from telemetry.config import ENV, SettingsError
 from telemetry.registry import Registry
 from telemetry.setup import Telemetry, drop_label_views
 
-from .conftest import free_port, require_binary
 from .service_process import parse_samples, value
 from .test_golden import fill
-from .test_prometheus import TARGET_LABELS, api, stop, wait_for
+from .test_prometheus import TARGET_LABELS, api, prometheus_scraping, wait_for
 from .test_promtool import promtool
 
 pytestmark = pytest.mark.usefixtures("clean_setup")
@@ -153,40 +152,6 @@ def record_storage(t: Telemetry) -> int:
         with storage.operation("delete_all_objects", project_slug=f"project-{i % 2}"):
             pass
     return total_size
-
-
-@contextlib.contextmanager
-def prometheus_scraping(tmp: Path, metrics_url: str) -> Iterator[str]:
-    """A real Prometheus scraping ``metrics_url`` every second; yields its API base URL. The fixture in
-    test_prometheus.py is bound to its ``simulate`` target, so this starts Prometheus the same way (its api,
-    wait_for and stop helpers) against ours."""
-    binary = require_binary("prometheus")
-    host_port = metrics_url.split("//", 1)[1].split("/", 1)[0]
-    assert host_port.startswith("127.0.0.1:"), host_port
-    port = free_port()
-    config = tmp / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-                      "scrape_configs:\n  - job_name: tuist\n"
-                      f"    static_configs:\n      - targets: ['{host_port}']\n")
-    with (tmp / "prometheus.log").open("wb") as log:
-        prom = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
-            stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            def up() -> list[dict[str, Any]]:
-                return [t for t in api(base, "/api/v1/targets")["activeTargets"]
-                        if t["health"] == "up" and t["lastScrape"] != "0001-01-01T00:00:00Z"]
-
-            [target] = wait_for("the target to be scraped", up, timeout=30)
-            assert target["lastError"] == ""
-            yield base
-        finally:
-            stop(prom)
-    text = (tmp / "prometheus.log").read_text(errors="replace")
-    for bad in ("invalid metric type", "duplicate", "parse error", "expected label name"):
-        assert bad not in text, text
 
 
 def query(base: str, promql: str) -> list[dict[str, Any]]:

@@ -24,8 +24,8 @@ import pytest
 
 from tests.conftest import free_port, port_open
 from tests.service_process import issue_token, parse_samples, value
-from tests.test_prometheus import wait_for
-from tests.test_views import prometheus_scraping, query
+from tests.test_prometheus import prometheus_scraping, wait_for
+from tests.test_views import query
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, require_binary
+from tests.conftest import free_port, port_open, require_binary
 from tests.test_collector_e2e import stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -38,6 +38,8 @@ def test_stack_starts_prometheus_and_alertmanager_and_stops_them_on_ctrl_c(tmp_p
     simulate = subprocess.Popen([sys.executable, "-m", "telemetry", "simulate", "--host", "127.0.0.1",
                                  "--port", str(metrics_port)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
+    # The stack notes a target that does not answer yet; start it once the simulator listens.
+    wait_for(lambda: port_open("127.0.0.1", metrics_port), 30, "the simulator to listen", every=0.05)
     stack = subprocess.Popen([sys.executable, "collector/stack.py", "--target", f"127.0.0.1:{metrics_port}",
                               "--prometheus-port", str(prom_port), "--alertmanager-port", str(am_port),
                               "--webhook-port", str(hook_port), "--data-dir", str(tmp_path)],

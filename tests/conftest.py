@@ -12,6 +12,8 @@ import pytest
 
 from telemetry.registry import Registry
 
+pytest_plugins = ["telemetry.pytest_plugin"]
+
 STRICT = os.environ.get("TELEMETRY_REQUIRE_SERVICES") == "1"
 
 

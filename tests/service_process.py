@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
-import re
 import secrets
 import sqlite3
 import subprocess
@@ -21,30 +20,18 @@ from typing import Any
 
 import httpx
 
+from telemetry.testing import parse_exposition, sample_total
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def parse_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
     """(name, labels, value) of every sample line of a text exposition."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        assert match, f"unparseable exposition line: {line!r}"
-        labels = dict(_LABEL.findall(match.group(2) or ""))
-        out.append((match.group(1), labels, float(match.group(3))))
-    return out
+    return [(s.name, dict(s.labels), s.value) for s in parse_exposition(text)]
 
 
-def value(text: str, metric: str, /, **labels: str) -> float:
-    """Sum of the samples of ``metric`` whose labels include ``labels``."""
-    return sum(v for n, lab, v in parse_samples(text)
-               if n == metric and all(lab.get(k) == x for k, x in labels.items()))
+value = sample_total
 
 
 def issue_token(service: ServiceProcess, user_id: int = 1, kind: str = "access") -> str:

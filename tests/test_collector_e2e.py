@@ -28,15 +28,16 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
+from telemetry.testing import wait_for
 from tests.conftest import free_port, require, require_binary
 from tests.test_collector_dashboards import grafana_to_promql, metric_names, panel_queries
 
@@ -46,18 +47,6 @@ ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR = ROOT / "collector"
 JOB = "tuist-service"
 RATE_INTERVAL = "1m"  # what Grafana's $__rate_interval is for a 15 s scrape interval (4 x 15 s)
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 def get_json(url: str, timeout: float = 5) -> Any:
@@ -144,7 +133,7 @@ class Stack:
             self.service = subprocess.Popen(
                 [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.service_port),
                  "--metrics-port", str(self.metrics_port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        wait_for(lambda: self._metrics_up(), 30, "the service's /metrics")
+        wait_for(lambda: self._metrics_up(), 30, what="the service's /metrics", interval=0.5)
 
     def _metrics_up(self) -> bool:
         assert self.service is not None
@@ -242,8 +231,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                  f"--storage.tsdb.path={tmp / 'prom-data'}", f"--web.listen-address=127.0.0.1:{prom_port}",
                  f"--web.external-url={stack.prometheus_url}"],
                 stdout=out, stderr=subprocess.STDOUT))
-        wait_for(lambda: _ready(stack.alertmanager_url + "/-/ready"), 30, "Alertmanager")
-        wait_for(lambda: _ready(stack.prometheus_url + "/-/ready"), 30, "Prometheus")
+        wait_for(lambda: _ready(stack.alertmanager_url + "/-/ready"), 30, what="Alertmanager", interval=0.5)
+        wait_for(lambda: _ready(stack.prometheus_url + "/-/ready"), 30, what="Prometheus", interval=0.5)
         stack.start_service(failure_rate=0.0)
         yield stack
     finally:
@@ -279,7 +268,7 @@ def test_prometheus_loaded_every_rule_and_scrapes_the_service(stack: Stack) -> N
     loaded = [r for g in groups for r in g["rules"]]
     assert len(loaded) == len(shipped)
     assert all(r["health"] != "err" for r in loaded), [r for r in loaded if r["health"] == "err"]
-    up = wait_for(lambda: stack.query(f'up{{job="{JOB}"}} == 1'), 30, "the first scrape")
+    up = wait_for(lambda: stack.query(f'up{{job="{JOB}"}} == 1'), 30, what="the first scrape", interval=0.5)
     assert len(up) == 1
 
 
@@ -294,7 +283,8 @@ def test_template_variables_find_the_service(stack: Stack) -> None:
 
 def test_forcing_5xx_fires_the_error_ratio_alert_and_it_reaches_the_webhook(stack: Stack) -> None:
     # Healthy traffic: requests flow, no 5xx, the alert stays silent.
-    wait_for(lambda: _finite(stack.query("job:http_requests:rate5m > 0.05")), 60, "inbound traffic")
+    wait_for(lambda: _finite(stack.query("job:http_requests:rate5m > 0.05")), 60, what="inbound traffic",
+             interval=0.5)
     time.sleep(6)  # longer than the test copy's for: 5s, so a wrongly firing alert would show by now
     assert stack.firing("HighErrorRatio") == []
     assert stack.webhook.alerts("HighErrorRatio") == []
@@ -304,13 +294,15 @@ def test_forcing_5xx_fires_the_error_ratio_alert_and_it_reaches_the_webhook(stac
     assert float(ratio[0]["value"][1]) < 0.05, ratio
 
     stack.start_service(failure_rate=0.5)
-    firing = wait_for(lambda: stack.firing("HighErrorRatio"), 90, "HighErrorRatio to fire in Prometheus")
+    firing = wait_for(lambda: stack.firing("HighErrorRatio"), 90, what="HighErrorRatio to fire in Prometheus",
+                      interval=0.5)
     assert firing[0]["labels"] == {"alertname": "HighErrorRatio", "job": JOB, "severity": "critical"}
     # Half of the /api requests fail; pages and health checks never do, so the ratio is between 5% and 50%.
     value = float(firing[0]["value"])
     assert 0.05 < value <= 0.5, value
 
-    received = wait_for(lambda: stack.webhook.alerts("HighErrorRatio"), 60, "the alert at the webhook")
+    received = wait_for(lambda: stack.webhook.alerts("HighErrorRatio"), 60, what="the alert at the webhook",
+                        interval=0.5)
     path, body, alert = received[0]
     assert path == "/alerts/critical"  # routed by severity
     assert body["receiver"] == "critical" and body["status"] == "firing"
@@ -341,7 +333,7 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
         return not missing
 
     try:
-        wait_for(all_have_data, 60, "data for every panel query", every=2)
+        wait_for(all_have_data, 60, what="data for every panel query", interval=2)
     except AssertionError:
         # A histogram observed only before Prometheus's first scrape (an HTTP connection opened at startup and
         # reused ever after) starts at its final value, so rate() never sees it grow. A restart resets it, and
@@ -349,7 +341,7 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
         assert stack.service is not None
         stack.start_service(failure_rate=stack.failure_rate)
         try:
-            wait_for(all_have_data, 60, "data for every panel query after a restart", every=2)
+            wait_for(all_have_data, 60, what="data for every panel query after a restart", interval=2)
         except AssertionError:
             raise AssertionError("panel queries without data:\n" + "\n".join(
                 f"  {b} / {t}: {e}" for b, t, e in missing)) from None

@@ -4,7 +4,6 @@ sync and asyncio engines, read through a real /metrics endpoint where the issue 
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 import urllib.request
@@ -33,6 +32,7 @@ from telemetry.instrumentation.sqlalchemy import (
     uninstrument_sqlalchemy,
 )
 from telemetry.registry import Registry
+from telemetry.testing import sample_value, wait_for
 from tests.conftest import port_open, require
 
 PG_SYNC = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -67,32 +67,20 @@ def async_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def metrics(registry: Registry) -> Iterator[Any]:
-    """A real /metrics endpoint over the test registry; ``metrics()`` returns {sample with labels: value}."""
+    """A real /metrics endpoint over the test registry; ``metrics()`` returns its text."""
     server = MetricsServer(PrometheusReader(registry).scrape, host="127.0.0.1", port=0)
 
     def scrape() -> dict[str, float]:
         with urllib.request.urlopen(server.url, timeout=5) as response:
-            text = response.read().decode()
-        return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\S+) (\S+)$", text, re.MULTILINE)
-                if not m.group(1).startswith("#")}
+            return str(response.read().decode())
     yield scrape
     server.stop()
 
 
-def pool_series(values: dict[str, float], pool: str) -> tuple[float, float, float]:
+def pool_series(text: str, pool: str) -> tuple[float | None, float | None, float | None]:
     """(queue length, ready, active) for ``pool``."""
-    label = f'{{pool="{pool}"}}'
-    return (values[f"tuist_repo_pool_checkout_queue_length{label}"],
-            values[f"tuist_repo_pool_ready_conn_count{label}"], values[f"db_connections_active{label}"])
-
-
-def wait_for(predicate: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)
+    return tuple(sample_value(text, name, pool=pool) for name in (  # type: ignore[return-value]
+        "tuist_repo_pool_checkout_queue_length", "tuist_repo_pool_ready_conn_count", "db_connections_active"))
 
 
 def counter(registry: Registry, name: str, *labels: str) -> float:
@@ -132,7 +120,7 @@ def test_four_holders_on_a_pool_of_two_queue_two(sync_url: str, registry: Regist
         for t in threads:
             t.join()
     assert pool_series(metrics(), "main") == (0, 2, 0)
-    assert metrics()['tuist_repo_pool_db_connection_connected{pool="main"}'] == 2
+    assert sample_value(metrics(), "tuist_repo_pool_db_connection_connected", pool="main") == 2
     engine.dispose()
 
 
@@ -179,15 +167,15 @@ def test_dispose_invalidate_and_detach_count_disconnections(sync_url: str, regis
         a.execute(sa.text("SELECT 1"))
         b.execute(sa.text("SELECT 1"))
     assert pool_series(metrics(), "p") == (0, 2, 0)
-    assert metrics()['tuist_repo_pool_db_connection_connected{pool="p"}'] == 2
+    assert sample_value(metrics(), "tuist_repo_pool_db_connection_connected", pool="p") == 2
 
     with engine.connect() as conn:
         conn.invalidate()  # hard invalidation closes the DBAPI connection: one disconnection
-    assert metrics()['tuist_repo_pool_db_connection_disconnected{pool="p"}'] == 1
+    assert sample_value(metrics(), "tuist_repo_pool_db_connection_disconnected", pool="p") == 1
 
     with engine.connect() as conn:
         conn.detach()  # closed when the Connection is: close_detached, one more
-    assert metrics()['tuist_repo_pool_db_connection_disconnected{pool="p"}'] == 2
+    assert sample_value(metrics(), "tuist_repo_pool_db_connection_disconnected", pool="p") == 2
     assert pool_series(metrics(), "p") == (0, 0, 0)
 
     with engine.connect() as conn:
@@ -195,14 +183,14 @@ def test_dispose_invalidate_and_detach_count_disconnections(sync_url: str, regis
     assert pool_series(metrics(), "p") == (0, 1, 0)
     engine.dispose()  # closes the pooled connection and replaces engine.pool
     values = metrics()
-    assert values['tuist_repo_pool_db_connection_disconnected{pool="p"}'] == 3
+    assert sample_value(values, "tuist_repo_pool_db_connection_disconnected", pool="p") == 3
     assert pool_series(values, "p") == (0, 0, 0)
 
     with engine.connect() as conn:  # the new pool is read, and still counted
         conn.execute(sa.text("SELECT 1"))
     values = metrics()
     assert pool_series(values, "p") == (0, 1, 0)
-    assert values['tuist_repo_pool_db_connection_connected{pool="p"}'] == 4
+    assert sample_value(values, "tuist_repo_pool_db_connection_connected", pool="p") == 4
     engine.dispose()
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from telemetry.catalogue import Kind, MetricSpec, documented, documented_names
+from telemetry.testing import wait_for
 
 from .conftest import free_port, require_binary
 
@@ -36,19 +36,8 @@ def api(base: str, path: str, **params: str) -> Any:
     return body["data"]
 
 
-def wait_for(what: str, check: Any, timeout: float = 60) -> Any:
-    """Poll ``check()`` until it returns something truthy (the first sample appears ~6 s after start)."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except (OSError, ValueError) as exc:  # not listening yet
-            last_error = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last_error})")
+# Prometheus's API while it starts: connection refused, or a half-written answer.
+NOT_YET = (OSError, ValueError)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -84,7 +73,7 @@ def prometheus_scraping(tmp: Path, metrics_url: str) -> Iterator[str]:
                 return [t for t in api(base, "/api/v1/targets")["activeTargets"]
                         if t["health"] == "up" and t["lastScrape"] != "0001-01-01T00:00:00Z"]
 
-            [target] = wait_for("the target to be scraped", up, timeout=30)
+            [target] = wait_for(up, 30, what="the target to be scraped", interval=0.5, ignore=NOT_YET)
             assert target["lastError"] == ""
             yield base
         finally:
@@ -120,7 +109,7 @@ def test_target_is_scraped_without_errors(prometheus: str) -> None:
         targets = api(prometheus, "/api/v1/targets")["activeTargets"]
         return [t for t in targets if t["health"] == "up"]
 
-    [target] = wait_for("the simulate target to be up", healthy)
+    [target] = wait_for(healthy, 60, what="the simulate target to be up", interval=0.5, ignore=NOT_YET)
     assert target["lastError"] == ""
 
 
@@ -131,7 +120,7 @@ def test_metadata_types_every_documented_family_as_documented(prometheus: str) -
         data: dict[str, list[dict[str, str]]] = api(prometheus, "/api/v1/metadata")
         return data if set(wanted) <= set(data) else None
 
-    data = wait_for("metadata for every documented family", metadata)
+    data = wait_for(metadata, 60, what="metadata for every documented family", interval=0.5, ignore=NOT_YET)
     checked = 0
     for name in documented_names():
         family = next(s for s in wanted.values() if name in s.doc_names)
@@ -156,7 +145,8 @@ def test_query_returns_each_documented_name_with_its_label_names(prometheus: str
     family = next(s for s in documented() if name in s.doc_names)
     # The doc names a histogram by family (X) or by its samples (X_sum, X_bucket); query a sample.
     sample = f"{name}_bucket" if family.kind is Kind.HISTOGRAM and name == family.name else name
-    series = wait_for(f"samples of {sample}", lambda: query_series(prometheus, sample))
+    series = wait_for(lambda: query_series(prometheus, sample), 60, what=f"samples of {sample}", interval=0.5,
+                      ignore=NOT_YET)
     expected = set(family.labels) | TARGET_LABELS | ({"le"} if sample.endswith("_bucket") else set())
     for metric in series:
         assert set(metric) == expected, f"{sample}: {sorted(metric)}"
@@ -170,7 +160,7 @@ def test_values_are_plausible(prometheus: str) -> None:
         result = api(prometheus, "/api/v1/query", query="sum(tuist_runs_total)")["result"]
         return float(result[0]["value"][1]) if result else 0.0
 
-    assert wait_for("runs to be counted", runs) >= 5
+    assert wait_for(runs, 60, what="runs to be counted", interval=0.5, ignore=NOT_YET) >= 5
     quantile = api(prometheus, "/api/v1/query", query=(
         "histogram_quantile(0.5, sum by (le) (tuist_runs_duration_milliseconds_bucket))"))["result"]
     assert quantile and 100 <= float(quantile[0]["value"][1]) <= 3_600_000

@@ -51,10 +51,11 @@ from telemetry.catalogue import (
 )
 from telemetry.registry import Registry
 from telemetry.remote_write import RemoteWriteExporter, remote_write_reader
+from telemetry.testing import wait_for
 
 from .conftest import free_port, require_binary
 from .test_bounded_shutdown import Sink
-from .test_prometheus import api, stop, wait_for
+from .test_prometheus import NOT_YET, api, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 7  # runs recorded by each process
@@ -251,7 +252,8 @@ def prometheus_rw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     base = f"http://127.0.0.1:{port}"
     children: list[subprocess.Popen[bytes]] = []
     try:
-        wait_for("Prometheus to be ready", lambda: api(base, "/api/v1/status/buildinfo"), timeout=30)
+        wait_for(lambda: api(base, "/api/v1/status/buildinfo"), 30, what="Prometheus to be ready", interval=0.5,
+                 ignore=NOT_YET)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TUIST_"))}
         for mode in ("stock", "ours", "stock-runtime"):
             for _ in range(PROCESSES if mode != "stock-runtime" else 1):

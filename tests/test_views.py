@@ -36,10 +36,10 @@ from telemetry.catalogue import BY_NAME, CATALOGUE, Kind, storage_names
 from telemetry.config import ENV, SettingsError
 from telemetry.registry import Registry
 from telemetry.setup import Telemetry, drop_label_views
+from telemetry.testing import parse_exposition, sample_total, wait_for
 
-from .service_process import parse_samples, value
 from .test_golden import fill
-from .test_prometheus import TARGET_LABELS, api, prometheus_scraping, wait_for
+from .test_prometheus import NOT_YET, TARGET_LABELS, api, prometheus_scraping
 from .test_promtool import promtool
 
 pytestmark = pytest.mark.usefixtures("clean_setup")
@@ -124,11 +124,11 @@ def points(memory: InMemoryMetricReader, name: str) -> list[Any]:
 
 
 def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    return [(labels, v) for n, labels, v in parse_samples(text) if n == name]
+    return [(dict(s.labels), s.value) for s in parse_exposition(text) if s.name == name]
 
 
 def catalogue_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    return [(n, labels, v) for n, labels, v in parse_samples(text) if n.startswith("tuist_")]
+    return [(s.name, dict(s.labels), s.value) for s in parse_exposition(text) if s.name.startswith("tuist_")]
 
 
 def record_storage(t: Telemetry) -> int:
@@ -183,7 +183,7 @@ def test_dropping_object_key_from_every_storage_metric_merges_their_series() -> 
         assert (dict(size.attributes), size.count, size.sum, sum(size.bucket_counts)) == ({}, KEYS, total_size, KEYS)
         storage = [m for _, m in metrics_of(memory) if m.name.startswith("tuist_storage_")]
         recorded = {s.name for s in CATALOGUE if s.domain == "storage" and any(
-            n in s.sample_names for n, _, _ in parse_samples(text))}
+            sample.name in s.sample_names for sample in parse_exposition(text))}
         assert {m.name for m in storage} == recorded and len(recorded) == 4 * 2 + 1 + 2
         assert all(not p.attributes for m in storage for p in m.data.data_points)
 
@@ -202,7 +202,7 @@ def test_a_view_on_one_instrument_by_its_opentelemetry_name_shapes_only_that_one
         assert all(set(labels) == {"upload_id"} for labels, _ in samples(text, COMPLETE.count))
         # The instruments no View selected keep one series per object.
         for name in (f"{CHECK.duration}_count", f"{COMPLETE.duration}_count", SIZE.count):
-            assert len(samples(text, name)) == KEYS and value(text, name) == KEYS
+            assert len(samples(text, name)) == KEYS and sample_total(text, name) == KEYS
 
         [count] = points(memory, CHECK.count)
         assert (dict(count.attributes), count.value) == ({}, KEYS)
@@ -216,7 +216,8 @@ def test_prometheus_scrapes_the_merged_series_without_object_key(tmp_path: Path)
         record_storage(t)
         assert t.metrics_url
         with prometheus_scraping(tmp_path, t.metrics_url) as prometheus:
-            [series] = wait_for("the merged count", lambda: query(prometheus, CHECK.count), timeout=30)
+            [series] = wait_for(lambda: query(prometheus, CHECK.count), 30, what="the merged count", interval=0.5,
+                                ignore=NOT_YET)
             assert set(series["metric"]) == TARGET_LABELS and float(series["value"][1]) == KEYS
             [histogram] = query(prometheus, f"{SIZE.duration}_count")
             assert set(histogram["metric"]) == TARGET_LABELS and float(histogram["value"][1]) == KEYS
@@ -245,9 +246,9 @@ def test_rename_shows_on_metrics_and_in_memory_reader_and_the_api_records_into_i
         assert text.count("# TYPE my_runs counter\n") == 1
         assert f"# HELP my_runs {BY_NAME['tuist_runs_total'].help}\n" in text
         assert "tuist_runs_total" not in text
-        assert value(text, "my_runs", name="build", is_ci="true", status="0") == 8
-        assert value(text, "my_runs", name="test", is_ci="false", status="1") == 1
-        assert value(text, "tuist_runs_duration_milliseconds_count") == 7  # the histogram is not renamed
+        assert sample_total(text, "my_runs", name="build", is_ci="true", status="0") == 8
+        assert sample_total(text, "my_runs", name="test", is_ci="false", status="1") == 1
+        assert sample_total(text, "tuist_runs_duration_milliseconds_count") == 7  # the histogram is not renamed
 
         assert not points(memory, "tuist_runs_total")
         assert {(p.attributes["name"], p.value) for p in points(memory, "my_runs")} == {("build", 8), ("test", 1)}
@@ -260,7 +261,7 @@ def test_two_views_on_one_instrument_give_two_streams() -> None:
         record_runs(t)
         text = scrape(t)
         assert_valid(text)
-        assert value(text, "tuist_runs_total") == 7 and len(samples(text, "tuist_runs_total")) == 2
+        assert sample_total(text, "tuist_runs_total") == 7 and len(samples(text, "tuist_runs_total")) == 2
         assert samples(text, "tuist_runs_by_status_total") == [({"status": "0"}, 6), ({"status": "1"}, 1)]
         assert sum(p.value for p in points(memory, "tuist_runs_total")) == 7
         assert {p.attributes["status"]: p.value for p in points(memory, "tuist_runs_by_status_total")} == {
@@ -278,7 +279,7 @@ def test_explicit_buckets_show_on_metrics_and_in_memory_reader() -> None:
         buckets = [(labels["le"], v) for labels, v in samples(text, "tuist_runs_duration_milliseconds_bucket")
                    if build.items() <= labels.items()]
         assert buckets == [("10.0", 2), ("100.0", 4), ("1000.0", 5), ("+Inf", 6)]
-        assert value(text, "tuist_runs_duration_milliseconds_sum", **build) == 5665
+        assert sample_total(text, "tuist_runs_duration_milliseconds_sum", **build) == 5665
 
         [point] = [p for p in points(memory, "tuist_runs_duration_milliseconds") if p.attributes["name"] == "build"]
         assert tuple(point.explicit_bounds) == (10, 100, 1000)
@@ -296,7 +297,7 @@ def test_drop_aggregation_removes_the_metric_from_metrics_and_in_memory_reader()
         text = scrape(t)
         assert_valid(text)
         assert "tuist_cache_uploaded_bytes" not in text and SIZE_BYTES not in text
-        assert value(text, "tuist_cache_uploads_total") == 1 and value(text, SIZE.count) == KEYS
+        assert sample_total(text, "tuist_cache_uploads_total") == 1 and sample_total(text, SIZE.count) == KEYS
         names = {m.name for _, m in metrics_of(memory)}
         assert "tuist_cache_uploaded_bytes" not in names and SIZE_BYTES not in names
         assert {"tuist_cache_uploads_total", SIZE.count} <= names
@@ -335,8 +336,8 @@ def test_metrics_stay_valid_with_every_catalogue_label_dropped() -> None:
         fill(t.registry)
         text = scrape(t)
         assert_valid(text)
-        assert not [labels for n, labels, _ in parse_samples(text)
-                    if n.startswith("tuist_") and set(labels) - {"le", "otel_metric_overflow"}]
+        assert not [s.labels for s in parse_exposition(text)
+                    if s.name.startswith("tuist_") and set(s.labels) - {"le", "otel_metric_overflow"}]
 
 
 # --- Views that cannot apply ---------------------------------------------------------------------------------
@@ -395,7 +396,7 @@ def test_views_after_data_was_recorded_name_the_family() -> None:
     # A View on a family that has no data yet is fine, and the recorded series is still there.
     with running([View(instrument_name="tuist.cache.uploads", name="uploads_total")], registry=registry) as (t, _):
         text = scrape(t)
-        assert value(text, "tuist_runs_total") == 1 and samples(text, "uploads_total") == [({}, 0)]
+        assert sample_total(text, "tuist_runs_total") == 1 and samples(text, "uploads_total") == [({}, 0)]
 
 
 def test_drop_labels_after_data_was_recorded_name_the_family() -> None:
@@ -472,7 +473,8 @@ def test_histograms_of_another_scope_named_like_catalogue_samples_are_never_rend
             assert f"# TYPE {name} " not in text and f"{name}_bucket" not in text
         # The catalogue's series are as they were: same samples, same values.
         assert catalogue_samples(text) == catalogue_samples(before)
-        assert value(text, CHECK.count) == 1 and value(text, "tuist_runs_duration_milliseconds_count") == 7
+        assert sample_total(text, CHECK.count) == 1
+        assert sample_total(text, "tuist_runs_duration_milliseconds_count") == 7
 
 
 @pytest.mark.parametrize("attributes", [
@@ -502,7 +504,8 @@ def test_bad_attributes_through_the_api_raise_and_record_nothing(attributes: dic
         for record, _ in recorders:
             record(1, {"name": "x", "is_ci": True, "status": 0})
         text = scrape(t)
-        assert value(text, "tuist_runs_total") == 2 and value(text, "tuist_runs_duration_milliseconds_count") == 2
+        assert sample_total(text, "tuist_runs_total") == 2
+        assert sample_total(text, "tuist_runs_duration_milliseconds_count") == 2
 
 
 GLOBAL_API = textwrap.dedent("""
@@ -554,7 +557,7 @@ def test_prometheus_types_api_recorded_documented_names_as_the_catalogue_does(tm
                 data: dict[str, Any] = api(prometheus, "/api/v1/metadata")
                 return data if {"tuist_runs_total", "tuist_cache_uploaded_bytes"} <= set(data) else None
 
-            data = wait_for("metadata", metadata, timeout=30)
+            data = wait_for(metadata, 30, what="metadata", interval=0.5, ignore=NOT_YET)
             assert [e["type"] for e in data["tuist_runs_total"]] == ["counter"]
             assert [e["type"] for e in data["tuist_cache_uploaded_bytes"]] == ["counter"]
             [runs] = query(prometheus, "tuist_runs_total")
@@ -585,11 +588,11 @@ def test_drop_labels_setting_merges_per_object_series(monkeypatch: pytest.Monkey
 
 def test_drop_labels_setting_equals_the_documented_view_recipe() -> None:
     def shape(text: str) -> set[tuple[str, frozenset[tuple[str, str]]]]:
-        return {(n, frozenset(labels.items())) for n, labels, _ in parse_samples(text) if n.startswith("tuist_")}
+        return {(s.name, frozenset(s.labels.items())) for s in parse_exposition(text) if s.name.startswith("tuist_")}
 
     def counts(text: str) -> dict[str, float]:
-        return {n: v for n, labels, v in parse_samples(text) if n.startswith("tuist_storage") and n.endswith("_count")
-                and not labels}
+        return {s.name: s.value for s in parse_exposition(text)
+                if s.name.startswith("tuist_storage") and s.name.endswith("_count") and not s.labels}
 
     with running(drop_labels="object_key,upload_id,part_number") as (t, _):
         record_storage(t)

@@ -22,9 +22,10 @@ from typing import Any, cast
 
 import pytest
 
+from telemetry.testing import parse_exposition, sample_total, wait_for
 from tests.conftest import free_port, port_open
-from tests.service_process import issue_token, parse_samples, value
-from tests.test_prometheus import prometheus_scraping, wait_for
+from tests.service_process import issue_token
+from tests.test_prometheus import NOT_YET, prometheus_scraping
 from tests.test_views import query
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -133,9 +134,9 @@ def scrapes(group: Group, times: int = 8) -> list[str]:
 
 def assert_every_scrape(group: Group, runs: float, requests: float | None = None) -> None:
     for text in scrapes(group):
-        assert value(text, RUNS) == runs, text
+        assert sample_total(text, RUNS) == runs, text
         if requests is not None:
-            assert value(text, "http_requests_total", route="/run", status="200") == requests
+            assert sample_total(text, "http_requests_total", route="/run", status="200") == requests
 
 
 # The README's commands ("Running with several workers"), as the tests run them (``python -m`` of this venv).
@@ -174,7 +175,7 @@ def test_gunicorn_uvicorn_workers_count_every_request(tmp_path: Path) -> None:
         def four_pids() -> bool:  # every worker's own runtime series, labelled with its pid
             return len({labels["pid"] for labels in _labels(scrapes(group, 1)[0], "process_thread_count")}) == 4
 
-        wait_for("four workers' runtime series", four_pids, timeout=15)
+        wait_for(four_pids, 15, what="four workers' runtime series", interval=0.5, ignore=NOT_YET)
 
 
 def test_gunicorn_sync_workers_count_every_request(tmp_path: Path) -> None:
@@ -197,7 +198,7 @@ def test_uvicorn_workers_count_every_request(tmp_path: Path) -> None:
 
 
 def _labels(text: str, metric: str) -> list[dict[str, str]]:
-    return [labels for name, labels, _ in parse_samples(text) if name == metric]
+    return [dict(s.labels) for s in parse_exposition(text) if s.name == metric]
 
 
 # --- SIGKILL under load, with Prometheus watching -----------------------------------------------------------
@@ -222,11 +223,11 @@ def test_sigkilled_worker_loses_nothing_and_prometheus_sees_no_reset(tmp_path: P
         text = scrapes(group, 1)[0]
         # A sync worker records before it writes the response: at most its one request in flight was recorded
         # and never answered.
-        assert ok <= value(text, RUNS) <= ok + min(failed, 1), (ok, failed, value(text, RUNS))
-        assert_every_scrape(group, value(text, RUNS))
+        assert ok <= sample_total(text, RUNS) <= ok + min(failed, 1), (ok, failed, sample_total(text, RUNS))
+        assert_every_scrape(group, sample_total(text, RUNS))
         assert f'pid="{victim}"' not in text  # the dead worker's own series are gone ...
         assert not list(mp.glob(f"{victim}-*.db")) and (mp / "archive.db").exists()  # ... its counts folded
-        total = value(text, RUNS)
+        total = sample_total(text, RUNS)
         time.sleep(2.5)  # two more scrapes after the load
         assert len([p for p in mp.glob("*.db") if p.name != "archive.db"]) == 4  # gunicorn replaced the victim
 
@@ -234,7 +235,7 @@ def test_sigkilled_worker_loses_nothing_and_prometheus_sees_no_reset(tmp_path: P
             series = query(prometheus, f"sum({RUNS})")
             return series if series and float(series[0]["value"][1]) == total else []
 
-        wait_for("Prometheus to see the final total", scraped_total, timeout=15)
+        wait_for(scraped_total, 15, what="Prometheus to see the final total", interval=0.5, ignore=NOT_YET)
         resets = query(prometheus, f"resets({RUNS}[5m])")
         assert resets and all(float(r["value"][1]) == 0 for r in resets), resets
         assert query(prometheus, f"count_over_time({RUNS}[5m])")  # scraped all along
@@ -266,8 +267,8 @@ def test_serve_merges_a_directory_written_by_plain_processes(tmp_path: Path) -> 
         group.wait(f"127.0.0.1:{port}", "/metrics")
         for _ in range(3):
             status, text = get(f"127.0.0.1:{port}", "/metrics")
-            assert status == 200 and value(text, RUNS) == 600, text
-            assert value(text, "tuist_runs_duration_milliseconds_count") == 600
+            assert status == 200 and sample_total(text, RUNS) == 600, text
+            assert sample_total(text, "tuist_runs_duration_milliseconds_count") == 600
         os.killpg(group.process.pid, signal.SIGTERM)
         assert group.process.wait(10) == 0  # SIGTERM stops it cleanly
         assert not port_open("127.0.0.1", port)
@@ -304,15 +305,15 @@ def test_service_with_workers_serves_exact_totals(tmp_path: Path) -> None:
         statuses = [get(app, "/api/projects/acme/ios-app/runs", "POST", run, headers)[0] for _ in range(12)]
         assert statuses == [201] * 12
         for text in scrapes(group):
-            assert value(text, RUNS, name="build", is_ci="true", status="0") == 12
-            assert value(text, "http_requests_total", route="/api/projects/{account}/{project}/runs",
+            assert sample_total(text, RUNS, name="build", is_ci="true", status="0") == 12
+            assert sample_total(text, "http_requests_total", route="/api/projects/{account}/{project}/runs",
                          status="201") == 12
-            assert value(text, "tuist_projects_total") == 5  # a latest-value gauge, not summed over workers
+            assert sample_total(text, "tuist_projects_total") == 5  # a latest-value gauge, not summed over workers
 
         def two_workers() -> bool:  # each worker's own series, once both have started
             return len({labels["pid"] for labels in _labels(scrapes(group, 1)[0], "target_info")}) == 2
 
-        wait_for("both workers' target_info", two_workers, timeout=15)
+        wait_for(two_workers, 15, what="both workers' target_info", interval=0.5, ignore=NOT_YET)
         assert sorted(p.name for p in (data / "metrics-multiproc").glob("*.db")) != []
         os.killpg(group.process.pid, signal.SIGTERM)
         assert group.process.wait(20) == 0, group.output()

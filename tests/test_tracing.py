@@ -21,10 +21,11 @@ from tests.service_process import RecordingServer, ServiceProcess, issue_token
     ({}, None),
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, "http://127.0.0.1:4318/v1/traces"),
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/"}, "http://127.0.0.1:4318/v1/traces"),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.2:4318/traces"},
-     "http://127.0.0.2:4318/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.2:4318/traces"}, "http://127.0.0.2:4318/traces"),
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_TRACES_EXPORTER": "none"}, None),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_TRACES_EXPORTER": "otlp"}, "http://127.0.0.1:4318/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_TRACES_EXPORTER": "otlp"},
+     "http://127.0.0.1:4318/v1/traces"),
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, None),
 ])
 def test_otlp_endpoint_from_the_standard_variables(env: dict[str, str], expected: str | None) -> None:

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, port_open, require_binary
-from tests.test_collector_e2e import stop, wait_for
+from telemetry.testing import wait_for
+from tests.test_collector_e2e import stop
+from tests.test_prometheus import NOT_YET
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +41,7 @@ def test_stack_starts_prometheus_and_alertmanager_and_stops_them_on_ctrl_c(tmp_p
                                  "--port", str(metrics_port)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     # The stack notes a target that does not answer yet; start it once the simulator listens.
-    wait_for(lambda: port_open("127.0.0.1", metrics_port), 30, "the simulator to listen", every=0.05)
+    wait_for(lambda: port_open("127.0.0.1", metrics_port), 30, what="the simulator to listen")
     stack = subprocess.Popen([sys.executable, "collector/stack.py", "--target", f"127.0.0.1:{metrics_port}",
                               "--prometheus-port", str(prom_port), "--alertmanager-port", str(am_port),
                               "--webhook-port", str(hook_port), "--data-dir", str(tmp_path)],
@@ -65,7 +67,7 @@ def test_stack_starts_prometheus_and_alertmanager_and_stops_them_on_ctrl_c(tmp_p
                 targets = json.loads(r.read())["data"]["activeTargets"]
             return [t for t in targets if t["health"] == "up"]
 
-        up = wait_for(target_up, 60, "the service target to be up")
+        up = wait_for(target_up, 60, what="the service target to be up", interval=0.5, ignore=NOT_YET)
         assert [t["labels"]["job"] for t in up] == ["tuist-service"]  # type: ignore[index]
         with urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/rules", timeout=2) as r:
             groups = json.loads(r.read())["data"]["groups"]
@@ -77,7 +79,7 @@ def test_stack_starts_prometheus_and_alertmanager_and_stops_them_on_ctrl_c(tmp_p
         stack.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert stack.wait(30) == 0
         assert "stack: stopped" in stack.stdout.read()
-        wait_for(lambda: not any(_alive(p) for p in pids), 10, "Prometheus and Alertmanager to exit")
+        wait_for(lambda: not any(_alive(p) for p in pids), 10, what="Prometheus and Alertmanager to exit")
     finally:
         stop(stack)
         for pid in pids:

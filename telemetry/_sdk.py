@@ -13,6 +13,7 @@ from typing import Any
 
 from opentelemetry import context as _context
 from opentelemetry.sdk.metrics import Meter
+from opentelemetry.sdk.metrics import _Gauge as _SyncGauge
 from opentelemetry.sdk.metrics._internal.aggregation import (
     Aggregation,
     _ExplicitBucketHistogramAggregation,
@@ -28,6 +29,7 @@ __all__ = [
     "SdkHistogram",
     "SdkLastValue",
     "SdkSum",
+    "SyncGauge",
     "current_span",
     "excluding",
     "explicit_boundaries",
@@ -40,6 +42,8 @@ __all__ = [
 SdkSum = _SumAggregation
 SdkLastValue = _LastValueAggregation
 SdkHistogram = _ExplicitBucketHistogramAggregation
+# The SDK's synchronous gauge instrument: still underscored in the SDK's namespace.
+SyncGauge = _SyncGauge
 
 
 def _span_reader() -> Callable[[], Any]:

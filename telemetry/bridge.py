@@ -32,7 +32,6 @@ from opentelemetry.sdk.metrics import (
     ObservableUpDownCounter,
     UpDownCounter,
 )
-from opentelemetry.sdk.metrics import _Gauge as SyncGauge
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     HistogramDataPoint,
@@ -61,7 +60,7 @@ ALIAS_METHODS: dict[Kind, tuple[str, ...]] = {
 _ALIAS_TYPES: dict[Kind, tuple[type, ...]] = {
     Kind.COUNTER: (Counter,),
     Kind.HISTOGRAM: (Histogram,),
-    Kind.GAUGE: (SyncGauge, ObservableGauge, UpDownCounter, ObservableUpDownCounter),
+    Kind.GAUGE: (_sdk.SyncGauge, ObservableGauge, UpDownCounter, ObservableUpDownCounter),
 }
 
 

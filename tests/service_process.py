@@ -20,18 +20,9 @@ from typing import Any
 
 import httpx
 
-from telemetry.testing import parse_exposition, sample_total
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def parse_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """(name, labels, value) of every sample line of a text exposition."""
-    return [(s.name, dict(s.labels), s.value) for s in parse_exposition(text)]
-
-
-value = sample_total
 
 
 def issue_token(service: ServiceProcess, user_id: int = 1, kind: str = "access") -> str:

@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from telemetry.testing import sample_total
 from tests.conftest import free_port
 from tests.posthog_capture import BlackHole, CaptureServer
-from tests.service_process import ServiceProcess, issue_token, value
+from tests.service_process import ServiceProcess, issue_token
 
 KEY = "phc_service_test"
 pytestmark = pytest.mark.slow
@@ -79,7 +80,7 @@ def test_sign_in_custom_events_and_page_views(service: ServiceProcess, capture: 
     # page_section on every event; the email only in the identify's $set.
     assert all("page_section" in e["properties"] for e in events)
     assert [e["event"] for e in events if "ana@example.com" in str(e)] == ["$identify"]
-    assert value(service.scrape(), "tuist_analytics_events_dropped_total") == 0
+    assert sample_total(service.scrape(), "tuist_analytics_events_dropped_total") == 0
 
 
 # -- never in the way -----------------------------------------------------------------------------------------
@@ -136,15 +137,15 @@ def test_posthog_down_or_black_holed_changes_nothing_for_requests(tmp_path: Path
             # The uploads failed in the background and were counted, not raised.
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                counts = [value(s.scrape(), "tuist_analytics_events_dropped_total", reason="send_failed")
+                counts = [sample_total(s.scrape(), "tuist_analytics_events_dropped_total", reason="send_failed")
                           for s in services[1:]]
                 if all(counts):
                     break
                 time.sleep(0.5)
             assert all(c > 0 for c in counts), counts
-            assert value(services[0].scrape(), "tuist_analytics_events_dropped_total") == 0
+            assert sample_total(services[0].scrape(), "tuist_analytics_events_dropped_total") == 0
             for s in services[1:]:
-                assert value(s.scrape(), "tuist_analytics_events_dropped_total", reason="error") == 0
+                assert sample_total(s.scrape(), "tuist_analytics_events_dropped_total", reason="error") == 0
             assert hole.connections >= 1
             # Shutdown is bounded: SIGTERM to exit within the 5 s analytics budget plus the service's own.
             for s in services:

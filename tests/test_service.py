@@ -24,8 +24,9 @@ import httpx
 import pytest
 
 from telemetry.catalogue import Kind, documented, documented_names, spec
+from telemetry.testing import parse_exposition, sample_total
 from tests.conftest import free_port
-from tests.service_process import ROOT, RecordingServer, ServiceProcess, issue_token, parse_samples, value
+from tests.service_process import ROOT, RecordingServer, ServiceProcess, issue_token
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ TEMPLATES = {
 def missing_data(text: str) -> list[str]:
     """Documented sample names with no data: counters and histograms at 0, gauges absent (or at 0 unless
     their idle value is 0)."""
-    samples = parse_samples(text)
+    samples = [(x.name, x.labels, x.value) for x in parse_exposition(text)]
     totals: dict[str, float] = {}
     present: set[str] = set()
     for name, _labels, sample in samples:
@@ -99,13 +100,13 @@ def test_inbound_metrics_use_route_templates(busy: ServiceProcess) -> None:
     for path in ("/no/such/page/1", "/no/such/page/2", "/api/projects/acme/ios-app/cache/zz"):
         httpx.get(busy.url + path)
     text = busy.scrape()
-    routes = {lab["route"] for n, lab, _ in parse_samples(text) if n == "http_requests_total"}
+    routes = {x.labels["route"] for x in parse_exposition(text) if x.name == "http_requests_total"}
     assert routes <= TEMPLATES, routes - TEMPLATES
     assert {"/api/projects/{account}/{project}/runs", "/api/projects/{account}/{project}/cache/{hash}",
             "/_store/{key}", "unmatched"} <= routes
-    assert value(text, "http_requests_total", route="/api/projects/{account}/{project}/runs", status="201") > 0
-    assert value(text, "http_requests_total", route="unmatched", status="404") >= 2
-    bounds = {lab["le"] for n, lab, _ in parse_samples(text) if n == "http_request_duration_seconds_bucket"}
+    assert sample_total(text, "http_requests_total", route="/api/projects/{account}/{project}/runs", status="201") > 0
+    assert sample_total(text, "http_requests_total", route="unmatched", status="404") >= 2
+    bounds = {x.labels["le"] for x in parse_exposition(text) if x.name == "http_request_duration_seconds_bucket"}
     assert len(bounds) == len(spec("http_request_duration_seconds").buckets) + 1
     assert {"0.005", "0.1", "+Inf"} <= bounds
     # Prometheus types the family from the catalogue.
@@ -157,7 +158,7 @@ def test_exact_counts_for_each_kind_of_work(quiet: ServiceProcess) -> None:
     after = quiet.scrape()
 
     def delta(metric: str, /, **labels: str) -> float:
-        return value(after, metric, **labels) - value(before, metric, **labels)
+        return sample_total(after, metric, **labels) - sample_total(before, metric, **labels)
 
     assert delta("tuist_runs_total", name="lint", is_ci="true", status="1") == 1
     assert delta("tuist_runs_duration_milliseconds_sum", name="lint", is_ci="true", status="1") == 1234.5
@@ -189,22 +190,22 @@ def test_exact_counts_for_each_kind_of_work(quiet: ServiceProcess) -> None:
     # the store's presigned GET went out through the instrumented httpx client
     assert delta("tuist_http_request_count", method="GET", status="200") >= 1
     assert delta("tuist_http_request_count", method="PUT", status="200") == 2  # preview zip + manifest parts
-    assert value(after, "tuist_repo_pool_db_connection_connected", pool="default") >= 1
+    assert sample_total(after, "tuist_repo_pool_db_connection_connected", pool="default") >= 1
 
 
 def test_accounts_gauges_follow_the_database(quiet: ServiceProcess) -> None:
     text = quiet.scrape()
-    assert value(text, "tuist_accounts_users_total") == 4
-    assert value(text, "tuist_accounts_organizations_total") == 2
-    projects = value(text, "tuist_projects_total")
+    assert sample_total(text, "tuist_accounts_users_total") == 4
+    assert sample_total(text, "tuist_accounts_organizations_total") == 2
+    projects = sample_total(text, "tuist_projects_total")
     token = issue_token(quiet, user_id=2)
     created = httpx.post(f"{quiet.url}/api/projects", json={"account": "acme", "name": f"new-{free_port()}"},
                          headers={"authorization": f"Bearer {token}"})
     assert created.status_code == 201
     deadline = time.monotonic() + 10
-    while value(quiet.scrape(), "tuist_projects_total") != projects + 1 and time.monotonic() < deadline:
+    while sample_total(quiet.scrape(), "tuist_projects_total") != projects + 1 and time.monotonic() < deadline:
         time.sleep(0.3)
-    assert value(quiet.scrape(), "tuist_projects_total") == projects + 1
+    assert sample_total(quiet.scrape(), "tuist_projects_total") == projects + 1
 
 
 def test_bad_input_gets_4xx_json_counted_by_status(quiet: ServiceProcess) -> None:
@@ -240,8 +241,8 @@ def test_bad_input_gets_4xx_json_counted_by_status(quiet: ServiceProcess) -> Non
 
     def deltas() -> dict[tuple[str, str, str], float]:
         after = quiet.scrape()
-        return {k: value(after, "http_requests_total", method=k[0], route=k[1], status=k[2])
-                - value(before, "http_requests_total", method=k[0], route=k[1], status=k[2]) for k in expected}
+        return {k: sample_total(after, "http_requests_total", method=k[0], route=k[1], status=k[2])
+                - sample_total(before, "http_requests_total", method=k[0], route=k[1], status=k[2]) for k in expected}
     deadline = time.monotonic() + 5  # a request is counted just after its response went out
     got = deltas()
     while got != expected and time.monotonic() < deadline:
@@ -287,7 +288,7 @@ def test_failure_rate_makes_api_routes_fail_and_reports_to_sentry(tmp_path: Path
         assert httpx.get(f"{service.url}/health/ready").status_code == 200  # only /api routes fail
         assert httpx.get(f"{service.url}/").status_code == 200
         text = service.scrape()
-        assert value(text, "http_requests_total", route="/api/projects", status="500") == 3
+        assert sample_total(text, "http_requests_total", route="/api/projects", status="500") == 3
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and len(sentry.received("/api/42/envelope")) < 3:
             time.sleep(0.2)

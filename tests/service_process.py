@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from telemetry.testing import WaitTimeout, wait_for
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,17 +59,16 @@ class ServiceProcess:
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Until the service answers /health/live (fails with the process's output if it exits)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def live() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(f"the service exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"the service did not start within {timeout} s:\n{self.output()}")
+            return httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200
+
+        try:
+            wait_for(live, timeout, interval=0.1, what="the service to answer /health/live",
+                     ignore=(httpx.TransportError,))
+        except WaitTimeout as exc:
+            raise AssertionError(f"{exc}:\n{self.output()}") from None
 
     def scrape(self) -> str:
         response = httpx.get(self.metrics_url, timeout=5)

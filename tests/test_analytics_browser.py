@@ -8,13 +8,13 @@ A signed-in visit: the browser sends the user's email (``$set``), the alias and 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from telemetry.testing import wait_for
 from tests.browser.chromium import Chromium
 from tests.conftest import free_port, require, require_binary
 from tests.posthog_capture import CaptureServer
@@ -159,9 +159,7 @@ def test_browser_page_views_when_turned_on(capture: CaptureServer, browser: Chro
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: server.started, 10, what="uvicorn to start")
         url = f"http://127.0.0.1:{port}/api/docs/runs"
         browser.navigate(url)
         events = capture.wait_for(lambda ev: any(e["properties"].get("$current_url") == url

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from telemetry.testing import sample_total
+from telemetry.testing import sample_total, wait_for
 from tests.conftest import free_port
 from tests.posthog_capture import BlackHole, CaptureServer
 from tests.service_process import ServiceProcess, issue_token
@@ -135,14 +135,12 @@ def test_posthog_down_or_black_holed_changes_nothing_for_requests(tmp_path: Path
             for client in clients:
                 client.close()
             # The uploads failed in the background and were counted, not raised.
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+            def dropped() -> list[float]:
                 counts = [sample_total(s.scrape(), "tuist_analytics_events_dropped_total", reason="send_failed")
                           for s in services[1:]]
-                if all(counts):
-                    break
-                time.sleep(0.5)
-            assert all(c > 0 for c in counts), counts
+                return counts if all(counts) else []
+
+            wait_for(dropped, 30, interval=0.5, what="every failed upload to be counted as dropped")
             assert sample_total(services[0].scrape(), "tuist_analytics_events_dropped_total") == 0
             for s in services[1:]:
                 assert sample_total(s.scrape(), "tuist_analytics_events_dropped_total", reason="error") == 0

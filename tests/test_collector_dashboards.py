@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import yaml
 
 from telemetry.catalogue import CATALOGUE
+from telemetry.testing import parse_exposition, wait_for
 from tests.conftest import free_port, require, require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ def expand(names: set[str]) -> set[str]:
 
 
 def scrape_names(text: str) -> set[str]:
-    return {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if line and line[0] != "#"}
+    return {sample.name for sample in parse_exposition(text)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -111,14 +111,12 @@ def exported_names() -> set[str]:
                              "--port", str(port), "--duration", "60", "--interval", "0.1"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline, text = time.monotonic() + 20, ""
-        while time.monotonic() < deadline and "tuist_runs_total{" not in text:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-                    text = response.read().decode()
-            except OSError:
-                time.sleep(0.1)
-        assert "tuist_runs_total{" in text, "simulate served no runs"
+        def runs_served() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                text: str = response.read().decode()
+            return text if "tuist_runs_total{" in text else ""
+
+        text = wait_for(runs_served, 20, interval=0.1, what="simulate to serve runs", ignore=(OSError,))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

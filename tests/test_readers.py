@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 import urllib.request
 from bisect import bisect_left
@@ -56,6 +55,7 @@ from telemetry.catalogue import (
 )
 from telemetry.cells import EXEMPLARS
 from telemetry.registry import LabelValue, Registry
+from telemetry.testing import parse_exposition
 from tests.otlp_receiver import OtlpReceiver, attributes, metrics_by_name, resource_attributes
 from tests.test_otel_equivalence import values_for
 
@@ -263,13 +263,11 @@ def _parsed_sample_names() -> dict[str, tuple[MetricSpec, str]]:
 
 PARSED = _parsed_sample_names()
 PROM_TYPE = {Kind.COUNTER: "counter", Kind.GAUGE: "gauge", Kind.HISTOGRAM: "histogram"}
-_SAMPLE_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
 def prometheus_view(text: str) -> dict[str, dict[Key, Any]]:
     """The catalogue families on /metrics: {name: {labels: value | (count, sum, [(le, cumulative)])}}."""
-    raw_names = {_SAMPLE_NAME.match(line).group() for line in text.splitlines()  # type: ignore[union-attr]
-                 if line and not line.startswith("#")}
+    raw_names = {sample.name for sample in parse_exposition(text)}
     out: dict[str, dict[Key, Any]] = {}
     buckets: dict[tuple[str, Key], list[tuple[float, float]]] = {}
     sums: dict[tuple[str, Key], float] = {}

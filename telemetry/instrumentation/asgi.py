@@ -71,6 +71,14 @@ def _mount_prefix(routes: Sequence[Any], probe: dict[str, Any], target: Any, pre
     return None
 
 
+# (id(route), app root path, root_path) -> (route, mount prefix): a mount without parameters has one
+# root_path, so its requests walk the routes once; mounts with parameters fill the cache up to its limit and
+# walk after that. Keyed by id because Starlette's routes are not hashable; the value keeps the route alive so
+# its id is not reused.
+_prefixes: dict[tuple[int, str, str], tuple[Any, str | None]] = {}
+_PREFIX_CACHE_LIMIT = 4096
+
+
 def route_template(scope: Scope) -> str | None:
     """The matched route's template from ``scope["route"]`` (Starlette and FastAPI set it), prefixed by the
     templates of the mounts the request went through (``app.mount("/sub/{tenant}", sub)`` gives
@@ -86,18 +94,28 @@ def route_template(scope: Scope) -> str | None:
     base: str = scope.get("app_root_path", root_path)  # root_path before the first mount (Starlette sets it)
     if root_path == base:
         return base.rstrip("/") + template if base else template
-    router = scope.get("router")
-    routes = getattr(router, "routes", None)
-    if routes is not None:
-        probe = {"type": scope.get("type", "http"), "path": scope.get("path", ""), "root_path": base,
-                 "method": scope.get("method", "GET"), "path_params": {}}
-        try:
-            prefix = _mount_prefix(routes, probe, scope["route"], base.rstrip("/"))
-        except Exception:  # a router we do not understand: fall back to the route's own template
-            prefix = None
-        if prefix is not None:
-            return prefix + template
-    return base.rstrip("/") + template
+    route = scope["route"]
+    key = (id(route), base, root_path)
+    cached = _prefixes.get(key)
+    if cached is not None:
+        prefix = cached[1]
+    else:
+        prefix = _walk(scope, base)
+        if len(_prefixes) < _PREFIX_CACHE_LIMIT:
+            _prefixes[key] = (route, prefix)
+    return (prefix if prefix is not None else base.rstrip("/")) + template
+
+
+def _walk(scope: Scope, base: str) -> str | None:
+    routes = getattr(scope.get("router"), "routes", None)
+    if routes is None:
+        return None
+    probe = {"type": scope.get("type", "http"), "path": scope.get("path", ""), "root_path": base,
+             "method": scope.get("method", "GET"), "path_params": {}}
+    try:
+        return _mount_prefix(routes, probe, scope["route"], base.rstrip("/"))
+    except Exception:  # a router this does not understand: the route's own template, without the mounts
+        return None
 
 
 class HTTPServerMiddleware:

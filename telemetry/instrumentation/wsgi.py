@@ -7,8 +7,9 @@ framework integrations write after their router matched: ``telemetry.instrumenta
 (Flask's url rule) and ``telemetry.instrumentation.django.RouteMiddleware`` (Django's resolved route). A
 request whose route nobody wrote is labelled ``UNMATCHED_ROUTE``.
 
-The request is counted and its access line written when the server closes the response (PEP 3333's
-``close()``), so the duration includes sending the body. The request's log context (``telemetry.logs``)
+The request is counted and its access line written once the server has iterated over the whole response
+body or closed it (PEP 3333's ``close()``; asgiref's ``WsgiToAsgi`` never calls it), so the duration
+includes sending the body. The request's log context (``telemetry.logs``)
 holds while the app runs and while the line is written.
 """
 
@@ -118,6 +119,9 @@ class _Response:
             yield from self.body
         finally:
             exit_request(token)
+            # Recorded here too: some servers never call close() (asgiref's WsgiToAsgi), and then the request
+            # would never be counted. A later close() still closes the app's body.
+            self.finish()
 
     def close(self) -> None:
         try:

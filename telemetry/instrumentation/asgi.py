@@ -202,7 +202,8 @@ def instrument_asgi(app: ASGIApp, *, registry: Registry | None = None, tracer_pr
     tracer provider is passed or an SDK one is installed globally — a span nobody exports costs more than all
     the rest of the instrumentation (see docs/service.md). ``meter_provider``: where OpenTelemetry's own
     ``http.server.*`` metrics go; None (the default) drops them, since ``http_requests_total`` and
-    ``http_request_duration_seconds`` already measure the same requests at a fraction of the cost.
+    ``http_request_duration_seconds`` already measure the same requests at a fraction of the cost (the
+    package's own provider also drops them unless ``TUIST_METRICS_HTTP_SERVER_METRICS`` is set).
     ``excluded_urls`` (comma-separated regexes) get no span; they are still counted and logged.
     """
     with_spans = spans if spans is not None else _tracing_configured(tracer_provider)

@@ -243,9 +243,9 @@ def _install_global(provider: CatalogueMeterProvider) -> None:
         return
     from opentelemetry import metrics
 
-    from telemetry._sdk import global_meter_provider
+    from telemetry import _sdk
 
-    existing = global_meter_provider()
+    existing = _sdk.global_meter_provider()
     if existing is None:
         metrics.set_meter_provider(provider)
     else:

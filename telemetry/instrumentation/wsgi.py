@@ -1,11 +1,11 @@
 """Inbound HTTP for WSGI apps (Flask, Django, any PEP 3333 app): the same request metrics, request ids and
 access log lines as the ASGI middleware (``telemetry.instrumentation.inbound`` records both).
 
-``WSGIMiddleware(app)`` wraps a WSGI app. The route template comes from ``route_of(environ)``, called once
-the app has returned (routing is done by then); the default reads ``environ[ROUTE_KEY]``, which the
-framework integrations write after their router matched: ``telemetry.instrumentation.flask.instrument(app)``
-(Flask's url rule) and ``telemetry.instrumentation.django.RouteMiddleware`` (Django's resolved route). A
-request whose route nobody wrote is labelled ``UNMATCHED_ROUTE``.
+``WSGIMiddleware(app)`` wraps a WSGI app. The route template comes from ``route_of(environ)``, called when
+the app starts its response (routing is done by then); the default reads ``environ[ROUTE_KEY]``, which
+``telemetry.instrumentation.django.RouteMiddleware`` writes once Django resolved the URL;
+``telemetry.instrumentation.flask.instrument(app)`` passes a ``route_of`` that reads Flask's url rule. A
+request without a route is labelled ``UNMATCHED_ROUTE``.
 
 The request is counted and its access line written once the server has iterated over the whole response
 body or closed it (PEP 3333's ``close()``; asgiref's ``WsgiToAsgi`` never calls it), so the duration
@@ -39,10 +39,13 @@ def route_from_environ(environ: Environ) -> str | None:
     """The template a framework integration wrote to ``environ[ROUTE_KEY]``, prefixed by ``SCRIPT_NAME``
     (the path the app is mounted under, e.g. by werkzeug's ``DispatcherMiddleware``); None when none was."""
     route = environ.get(ROUTE_KEY)
-    if not isinstance(route, str):
-        return None
+    return mounted(environ, route) if isinstance(route, str) else None
+
+
+def mounted(environ: Environ, template: str) -> str:
+    """``template`` (relative to the app) with the app's ``SCRIPT_NAME`` in front."""
     script = environ.get("SCRIPT_NAME", "").rstrip("/")
-    return script + route if script else route
+    return script + template if script else template
 
 
 def set_route(environ: Environ, template: str) -> None:

@@ -98,7 +98,10 @@ def setup(settings: Settings | None = None, *, registry: Registry | None = None,
     change buckets, drop it. A View that cannot apply raises ``ValueError``.
     ``set_global`` installs the MeterProvider as OpenTelemetry's global one, so instrumentation libraries
     that use the global report to /metrics; OpenTelemetry allows that once per process, so only the first
-    ``setup()`` of a process does it.
+    ``setup()`` of a process does it, and not when another one is installed already (``opentelemetry-instrument``
+    does that first): then one line is logged, and /metrics is the same since the catalogue never depends on the
+    global. ``http_server_metrics`` (``TUIST_METRICS_HTTP_SERVER_METRICS``) keeps the ``http.server.*`` metrics
+    frameworks record beside ``http_requests_total``; by default they are dropped, so no request counts twice.
     Raises ``SettingsError`` for a bad setting and ``ExpositionError`` when the port is taken.
     """
     global _current

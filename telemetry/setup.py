@@ -252,11 +252,14 @@ def _install_global(provider: CatalogueMeterProvider) -> None:
     if existing is None:
         metrics.set_meter_provider(provider)
     else:
-        _log.info("OpenTelemetry's global MeterProvider was already set (%s.%s, e.g. by opentelemetry-instrument); "
-                  "telemetry keeps its own MeterProvider, whose readers and /metrics serve every tuist_* metric; "
-                  "instruments from opentelemetry.metrics.get_meter() report to the global one and its exporters, "
-                  "not to /metrics (pass meter_provider=telemetry.current().meter_provider to an instrumentation "
-                  "to bring its metrics to /metrics)", type(existing).__module__, type(existing).__qualname__)
+        # A warning, not info: what other code records through opentelemetry.metrics.get_meter() (documented
+        # names included) goes elsewhere than /metrics, and nothing else would say so.
+        _log.warning("OpenTelemetry's global MeterProvider was already set (%s.%s, e.g. by "
+                     "opentelemetry-instrument); telemetry keeps its own MeterProvider, whose readers and /metrics "
+                     "serve every tuist_* metric; instruments from opentelemetry.metrics.get_meter() report to the "
+                     "global one and its exporters, not to /metrics (pass meter_provider=telemetry.current()"
+                     ".meter_provider to an instrumentation to bring its metrics to /metrics)",
+                     type(existing).__module__, type(existing).__qualname__)
     _global_installed = True
 
 

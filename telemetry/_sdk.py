@@ -33,6 +33,7 @@ __all__ = [
     "current_span",
     "excluding",
     "explicit_boundaries",
+    "global_meter_provider",
     "is_registered",
     "make_checked",
     "view_fields",
@@ -136,3 +137,13 @@ def adopt(meter: Meter, cls: type[Meter]) -> Meter:
     if type(meter) is Meter:
         meter.__class__ = cls
     return meter
+
+
+def global_meter_provider() -> Any:
+    """The MeterProvider installed as OpenTelemetry's global one, or None while none is (the API then hands
+    out its proxy, which has no public "is it set" query)."""
+    from opentelemetry import metrics
+    from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+    provider = metrics.get_meter_provider()
+    return None if isinstance(provider, _ProxyMeterProvider) else provider

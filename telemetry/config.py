@@ -146,6 +146,11 @@ FIELDS: tuple[Field, ...] = (
     Field("scope_labels", "TUIST_METRICS_SCOPE_LABELS", _bool,
           "Add otel_scope_name/otel_scope_version labels to OpenTelemetry (non-catalogue) series."),
     Field("runtime_metrics", "TUIST_RUNTIME_METRICS", _bool, "Collect process and Python runtime metrics."),
+    Field("http_server_metrics", "TUIST_METRICS_HTTP_SERVER_METRICS", _bool,
+          "Keep the OpenTelemetry http.server.* metrics that frameworks and instrumentation libraries (FastAPI's "
+          "own, opentelemetry-instrumentation-asgi/-wsgi/-fastapi/-flask/-django) record on the package's "
+          "MeterProvider. Off: http_requests_total and http_request_duration_seconds already count the same "
+          "requests."),
     Field("multiprocess_dir", "TUIST_METRICS_MULTIPROCESS_DIR", _text,
           "Multi-process mode: a directory (local, writable, shared by every worker of one host) where each "
           "process records into its own file; /metrics then serves all of them merged."),
@@ -249,6 +254,7 @@ class Settings(EnvSettings):
     target_info: bool = True
     scope_labels: bool = False
     runtime_metrics: bool = True
+    http_server_metrics: bool = False
     multiprocess_dir: str = ""
     multiprocess_refresh_seconds: float = 5.0
     shutdown_timeout: float = 5.0

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
 from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION, Resource
 
 from telemetry import views as catalogue_views
@@ -34,12 +34,19 @@ from telemetry.store import StreamShape
 _log = logging.getLogger(__name__)
 
 # Bucket boundaries for the instrumentation libraries' own histograms (their names are theirs).
-_VIEWS = (
+_CLIENT_VIEWS = (
     View(instrument_name="http.client.duration", aggregation=ExplicitBucketHistogramAggregation(
         (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000))),
+)
+_SERVER_VIEWS = (
     View(instrument_name="http.server.duration", aggregation=ExplicitBucketHistogramAggregation(
         (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000))),
 )
+# The semantic conventions' HTTP server instruments (old and stable names), which FastAPI itself and the
+# OpenTelemetry ASGI/WSGI/Flask/Django instrumentations record for the requests the package's middleware counts
+# as http_requests_total / http_request_duration_seconds: dropped unless TUIST_METRICS_HTTP_SERVER_METRICS.
+HTTP_SERVER_INSTRUMENTS = "http.server.*"
+_DROP_SERVER_VIEWS = (View(instrument_name=HTTP_SERVER_INSTRUMENTS, aggregation=DropAggregation()),)
 
 
 @dataclass
@@ -91,7 +98,10 @@ def setup(settings: Settings | None = None, *, registry: Registry | None = None,
     change buckets, drop it. A View that cannot apply raises ``ValueError``.
     ``set_global`` installs the MeterProvider as OpenTelemetry's global one, so instrumentation libraries
     that use the global report to /metrics; OpenTelemetry allows that once per process, so only the first
-    ``setup()`` of a process does it.
+    ``setup()`` of a process does it, and not when another one is installed already (``opentelemetry-instrument``
+    does that first): then one line is logged, and /metrics is the same since the catalogue never depends on the
+    global. ``http_server_metrics`` (``TUIST_METRICS_HTTP_SERVER_METRICS``) keeps the ``http.server.*`` metrics
+    frameworks record beside ``http_requests_total``; by default they are dropped, so no request counts twice.
     Raises ``SettingsError`` for a bad setting and ``ExpositionError`` when the port is taken.
     """
     global _current
@@ -172,8 +182,9 @@ def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: 
     if otlp is not None:
         readers.append(otlp)
     # The SDK's own exit handler would wait without bound for exporters whose receiver is down.
-    provider = CatalogueMeterProvider.build(registry, readers, views=_VIEWS, user_views=views, resource=resource,
-                                            shutdown_on_exit=False)
+    server_views = _SERVER_VIEWS if settings.http_server_metrics else _DROP_SERVER_VIEWS
+    provider = CatalogueMeterProvider.build(registry, readers, views=(*_CLIENT_VIEWS, *server_views),
+                                            user_views=views, resource=resource, shutdown_on_exit=False)
     telemetry = Telemetry(settings, registry, recorders, provider, reader)
     telemetry._closers.append(shutdown_at_exit(provider, settings.shutdown_timeout))
     if mode is not None:
@@ -224,12 +235,32 @@ _global_installed = False
 
 
 def _install_global(provider: CatalogueMeterProvider) -> None:
-    global _global_installed
-    if not _global_installed:
-        from opentelemetry import metrics
+    """Make ``provider`` OpenTelemetry's global MeterProvider, unless one is set already.
 
+    OpenTelemetry allows the global once per process; ``opentelemetry-instrument`` (the distro) sets its own
+    before the application starts. The catalogue does not need the global: its instruments and our reader are
+    on ``provider``, so /metrics serves every ``tuist_*`` family either way. Then the only difference is where
+    other code's ``opentelemetry.metrics.get_meter()`` instruments go, which one line says."""
+    global _global_installed
+    if _global_installed:
+        return
+    from opentelemetry import metrics
+
+    from telemetry import _sdk
+
+    existing = _sdk.global_meter_provider()
+    if existing is None:
         metrics.set_meter_provider(provider)
-        _global_installed = True
+    else:
+        # A warning, not info: what other code records through opentelemetry.metrics.get_meter() (documented
+        # names included) goes elsewhere than /metrics, and nothing else would say so.
+        _log.warning("OpenTelemetry's global MeterProvider was already set (%s.%s, e.g. by "
+                     "opentelemetry-instrument); telemetry keeps its own MeterProvider, whose readers and /metrics "
+                     "serve every tuist_* metric; instruments from opentelemetry.metrics.get_meter() report to the "
+                     "global one and its exporters, not to /metrics (pass meter_provider=telemetry.current()"
+                     ".meter_provider to an instrumentation to bring its metrics to /metrics)",
+                     type(existing).__module__, type(existing).__qualname__)
+    _global_installed = True
 
 
 def current() -> Telemetry | None:

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from telemetry import logs
 from telemetry.instrumentation.asgi import OTHER_METHOD, UNMATCHED_ROUTE, HTTPServerMiddleware, instrument_asgi
@@ -56,8 +56,22 @@ async def any_method(request: Request) -> Response:
     return PlainTextResponse(request.method)
 
 
+async def params(request: Request) -> Response:
+    return JSONResponse(request.path_params)
+
+
+async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await PlainTextResponse("raw")(scope, receive, send)
+
+
+# Mounted sub-apps: a Starlette app (mounted twice), mounts nested with parameters in their paths, a plain
+# ASGI app.
+SUB_APP = Starlette(routes=[Route("/x/{xid}", params)])
 APP_ROUTES = [Route("/items/{item_id:int}", item), Route("/files/{path:path}", file), Route("/slow", slow),
-              Route("/boom", boom), Route("/any", any_method, methods=["GET", "PROPFIND"])]
+              Route("/boom", boom), Route("/any", any_method, methods=["GET", "PROPFIND"]),
+              Mount("/sub", app=SUB_APP), Mount("/v2", app=SUB_APP),
+              Mount("/t/{tenant}", routes=[Mount("/v/{ver:int}", routes=[Route("/y/{yid}", params)])]),
+              Mount("/raw", app=raw_app)]
 
 
 @dataclass
@@ -153,6 +167,26 @@ def test_route_templates_and_one_label_for_unmatched_paths(served: Served) -> No
     assert not any(re.search(r"/\d|c\.txt|nope", r) for r in routes), routes
     durations = series(served.registry, "http_request_duration_seconds")
     assert durations[("GET", "/items/{item_id}")] == 3 and durations[("GET", UNMATCHED_ROUTE)] == 3
+
+
+def test_mounted_apps_keep_their_prefixes(served: Served) -> None:
+    with httpx.Client(base_url=served.url) as client:
+        assert client.get("/sub/x/1").json() == {"xid": "1"}
+        assert client.get("/sub/x/2").status_code == 200
+        assert client.get("/v2/x/3").status_code == 200  # the same sub-app under another prefix
+        assert client.get("/t/acme/v/2/y/9").json() == {"tenant": "acme", "ver": 2, "yid": "9"}
+        assert client.get("/t/other/v/3/y/8").status_code == 200
+        assert client.get("/raw/anything/here").text == "raw"
+        assert client.get("/sub/nope").status_code == 404
+    requests = eventually(lambda: (lambda r: r if r.get(("GET", "/sub/{path}", "404")) == 1 else {})(
+        series(served.registry, "http_requests_total")))
+    assert requests[("GET", "/sub/x/{xid}", "200")] == 2
+    assert requests[("GET", "/v2/x/{xid}", "200")] == 1
+    assert requests[("GET", "/t/{tenant}/v/{ver}/y/{yid}", "200")] == 2
+    assert requests[("GET", "/raw/{path}", "200")] == 1
+    assert not [r for r in requests if "/x/{xid}" in r[1] and not r[1].startswith(("/sub/", "/v2/"))], requests
+    durations = series(served.registry, "http_request_duration_seconds")
+    assert durations[("GET", "/t/{tenant}/v/{ver}/y/{yid}")] == 2
 
 
 def test_duration_lands_in_the_right_bucket(served: Served) -> None:

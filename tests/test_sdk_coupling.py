@@ -572,3 +572,19 @@ def test_is_registered(make_reader: Callable[[], Any], make_provider: Callable[.
     assert _sdk.is_registered(added) is True
     provider.remove_metric_reader(added)
     assert _sdk.is_registered(added) is False
+
+
+def test_the_global_meter_provider_is_a_proxy_until_one_is_set() -> None:
+    """``_sdk.global_meter_provider`` tells "none set" from "set" by the API's proxy class; OpenTelemetry lets a
+    process set the global once, so this runs in a fresh interpreter."""
+    import subprocess
+
+    code = ("from opentelemetry import metrics\n"
+            "from opentelemetry.sdk.metrics import MeterProvider\n"
+            "from telemetry import _sdk\n"
+            "assert _sdk.global_meter_provider() is None, 'an unset global must read as None'\n"
+            "provider = MeterProvider()\n"
+            "metrics.set_meter_provider(provider)\n"
+            "assert _sdk.global_meter_provider() is provider, 'a set global must be returned'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -17,20 +17,15 @@ the route's section and the per-request anonymous id. Disabled analytics: a pass
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from telemetry.analytics.client import Analytics
 from telemetry.analytics.context import enter_request, exit_request
 from telemetry.analytics.identity import User
+from telemetry.types import ASGIApp, Message, Receive, Scope, Send
 
 _log = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Paths whose HTML responses are not page views (segment prefixes, as in the section rules).
 DEFAULT_EXCLUDE = ("/static", "/assets", "/health", "/healthz", "/ready", "/readyz", "/live", "/livez",

@@ -4,7 +4,8 @@ middleware) a server span per request named after the route template.
 ``HTTPServerMiddleware`` records ``http_requests_total{method,route,status}`` and
 ``http_request_duration_seconds{method,route}`` where ``route`` is the matched route *template*
 (``/api/projects/{account}/{project}/runs``), never the raw path: paths no route matches share the label
-``UNMATCHED_ROUTE``. It reads the template from ``scope["route"]``, which Starlette's router sets; other
+``UNMATCHED_ROUTE``. It reads the template from ``scope["route"]``, which Starlette's and FastAPI's routers
+set, with the templates of the mounts the request went through in front (``route_template``); other
 frameworks can pass ``route_of``. It also takes the request id from ``X-Request-ID`` (or makes one), returns it
 on the response, binds it to the request's log context (``telemetry.logs``) and writes one access log line
 per request with method, route, status and duration_ms.
@@ -17,41 +18,30 @@ and its trace id reaches the log lines).
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry import trace
 
-from telemetry.catalogue import INBOUND_DURATION, INBOUND_REQUESTS
-from telemetry.logs import emit, enter_request, exit_request
-from telemetry.registry import CounterChild, HistogramChild, Registry, default_registry
+from telemetry.instrumentation.inbound import (
+    KNOWN_METHODS,
+    OTHER_METHOD,
+    REQUEST_ID_HEADER,
+    UNMATCHED_ROUTE,
+    InboundRecorder,
+    method_label,
+    request_id,
+)
+from telemetry.logs import enter_request, exit_request
+from telemetry.registry import Registry
+from telemetry.types import ASGIApp, Message, Receive, Scope, Send
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-# The route label of every request no route matched (404s for unknown paths): one series, not one per path.
-UNMATCHED_ROUTE = "unmatched"
-# Methods outside this set share one label value, as in OpenTelemetry's HTTP conventions.
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
-OTHER_METHOD = "_OTHER"
-REQUEST_ID_HEADER = "x-request-id"
-# A client's request id is reused only when it is short and plain, so it cannot forge log fields.
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
-
-_access_log = logging.getLogger("telemetry.access")
+__all__ = ["OTHER_METHOD", "UNMATCHED_ROUTE", "ASGIApp", "HTTPServerMiddleware", "Message", "Receive", "Scope",
+           "Send", "instrument_asgi", "route_template"]
 
 
-def route_template(scope: Scope) -> str | None:
-    """The matched route's template from ``scope["route"]`` (Starlette), or None when nothing matched."""
-    route = scope.get("route")
-    if route is None:
-        return None
+def _template(route: Any) -> str | None:
     if isinstance(route, str):
         return route
     for attr in ("path_format", "path"):  # path_format drops Starlette's ":path"-style converters
@@ -61,29 +51,87 @@ def route_template(scope: Scope) -> str | None:
     return None
 
 
+def _mount_prefix(routes: Sequence[Any], probe: dict[str, Any], target: Any, prefix: str) -> str | None:
+    """The mount templates from ``routes`` down to ``target``, found as Starlette's router finds a route: the
+    first ``Mount`` that matches the path is the one the request went into (a sub-app may be mounted twice)."""
+    from starlette.routing import Match, Mount
+
+    for route in routes:
+        if route is target:
+            return prefix
+        if isinstance(route, Mount):
+            match, child = route.matches(probe)
+            if match is Match.FULL:
+                inner = prefix + route.path_format.removesuffix("/{path}")
+                return _mount_prefix(route.routes, {**probe, **child}, target, inner)
+        elif isinstance(getattr(route, "routes", None), list):  # FastAPI's included routers: no path of their own
+            found = _mount_prefix(route.routes, probe, target, prefix)
+            if found is not None:
+                return found
+    return None
+
+
+# (id(route), app root path, root_path) -> (route, mount prefix): a mount without parameters has one
+# root_path, so its requests walk the routes once; mounts with parameters fill the cache up to its limit and
+# walk after that. Keyed by id because Starlette's routes are not hashable; the value keeps the route alive so
+# its id is not reused.
+_prefixes: dict[tuple[int, str, str], tuple[Any, str | None]] = {}
+_PREFIX_CACHE_LIMIT = 4096
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's template from ``scope["route"]`` (Starlette and FastAPI set it), prefixed by the
+    templates of the mounts the request went through (``app.mount("/sub/{tenant}", sub)`` gives
+    ``/sub/{tenant}/x/{xid}``) and by the application's own ``root_path``; None when nothing matched.
+
+    Starlette records the innermost route only, and a mount's path in ``root_path`` with its raw values, so
+    for a mounted request the mounts are found again from the outermost router (``scope["router"]``) down;
+    requests outside mounts take none of that."""
+    template = _template(scope.get("route"))
+    if template is None:
+        return None
+    root_path: str = scope.get("root_path", "")
+    base: str = scope.get("app_root_path", root_path)  # root_path before the first mount (Starlette sets it)
+    if root_path == base:
+        return base.rstrip("/") + template if base else template
+    route = scope["route"]
+    key = (id(route), base, root_path)
+    cached = _prefixes.get(key)
+    if cached is not None:
+        prefix = cached[1]
+    else:
+        prefix = _walk(scope, base)
+        if len(_prefixes) < _PREFIX_CACHE_LIMIT:
+            _prefixes[key] = (route, prefix)
+    return (prefix if prefix is not None else base.rstrip("/")) + template
+
+
+def _walk(scope: Scope, base: str) -> str | None:
+    routes = getattr(scope.get("router"), "routes", None)
+    if routes is None:
+        return None
+    probe = {"type": scope.get("type", "http"), "path": scope.get("path", ""), "root_path": base,
+             "method": scope.get("method", "GET"), "path_params": {}}
+    try:
+        return _mount_prefix(routes, probe, scope["route"], base.rstrip("/"))
+    except Exception:  # a router this does not understand: the route's own template, without the mounts
+        return None
+
+
 class HTTPServerMiddleware:
     """Metrics, request id and access log for every HTTP request; other ASGI scopes pass through.
 
-    It runs on every request, so its cost is kept to a few microseconds plus the log line: the two series of a
-    (method, route, status) are resolved once and cached, request ids come from ``os.urandom``, and the access
-    log line goes through ``telemetry.logs.emit``.
+    It runs on every request, so its cost is kept to a few microseconds plus the log line (see
+    ``telemetry.instrumentation.inbound.InboundRecorder``).
     """
-
-    _CACHE_LIMIT = 4096
 
     def __init__(self, app: ASGIApp, *, registry: Registry | None = None,
                  route_of: Callable[[Scope], str | None] = route_template, logger: logging.Logger | None = None,
                  access_log: bool = True, request_id_header: str = REQUEST_ID_HEADER,
                  name_spans: bool = True) -> None:
         self.app = app
-        registry = registry or default_registry()
-        self._requests = registry.counter(INBOUND_REQUESTS)
-        self._duration = registry.histogram(INBOUND_DURATION)
-        self._series: dict[tuple[str, str, int], tuple[CounterChild, HistogramChild]] = {}
+        self._recorder = InboundRecorder(registry, logger=logger, access_log=access_log, name_spans=name_spans)
         self._route_of = route_of
-        self._logger = logger or _access_log
-        self._access_log = access_log
-        self._name_spans = name_spans
         self._header = request_id_header.lower().encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,12 +139,10 @@ class HTTPServerMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        method = scope.get("method", "GET")
-        if method not in KNOWN_METHODS:
-            method = OTHER_METHOD
-        request_id = self._request_id(scope.get("headers", ()))
+        method = method_label(scope.get("method", "GET"))
+        rid = request_id(self._given_id(scope.get("headers", ())))
         status = 500  # what the client sees when the app raises before it responds
-        header = (self._header, request_id.encode("latin-1"))
+        header = (self._header, rid.encode("latin-1"))
         route: str | None = None
 
         async def send_with_id(message: Message) -> None:
@@ -108,7 +154,7 @@ class HTTPServerMiddleware:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        fields: dict[str, Any] = {"request_id": request_id, "method": method}
+        fields: dict[str, Any] = {"request_id": rid, "method": method}
         token = enter_request(fields)
         try:
             await self.app(scope, receive, send_with_id)
@@ -116,40 +162,21 @@ class HTTPServerMiddleware:
             elapsed = time.perf_counter() - start
             if route is None:  # the app never responded
                 route = self._route(scope, method)
-            key = (method, route, status)
-            pair = self._series.get(key)
-            if pair is None:
-                pair = (self._requests.labels(method, route, str(status)), self._duration.labels(method, route))
-                if len(self._series) < self._CACHE_LIMIT:
-                    self._series[key] = pair
-            pair[0].inc()
-            pair[1].observe(elapsed)
-            if self._access_log:
-                fields["route"] = route
-                fields["status"] = status
-                fields["duration_ms"] = round(elapsed * 1000, 3)
-                emit(self._logger, logging.ERROR if status >= 500 else logging.INFO, "request completed")
+            self._recorder.record(method, route, status, elapsed, fields)
             exit_request(token)
 
     def _route(self, scope: Scope, method: str) -> str:
         route = self._route_of(scope) or UNMATCHED_ROUTE
-        if self._name_spans:
-            # The server span ends as soon as the last body chunk is sent, so it is renamed at the response's
-            # start, when routing has long been done.
-            span = trace.get_current_span()
-            if span.is_recording():
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
+        # The server span ends as soon as the last body chunk is sent, so it is renamed at the response's
+        # start, when routing has long been done.
+        self._recorder.name_span(method, route)
         return route
 
-    def _request_id(self, headers: Iterable[tuple[bytes, bytes]]) -> str:
+    def _given_id(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         for name, value in headers:
             if name == self._header:
-                candidate = value.decode("latin-1")
-                if _REQUEST_ID.fullmatch(candidate):
-                    return candidate
-                break
-        return os.urandom(16).hex()
+                return value.decode("latin-1")
+        return None
 
 
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
@@ -175,7 +202,8 @@ def instrument_asgi(app: ASGIApp, *, registry: Registry | None = None, tracer_pr
     tracer provider is passed or an SDK one is installed globally — a span nobody exports costs more than all
     the rest of the instrumentation (see docs/service.md). ``meter_provider``: where OpenTelemetry's own
     ``http.server.*`` metrics go; None (the default) drops them, since ``http_requests_total`` and
-    ``http_request_duration_seconds`` already measure the same requests at a fraction of the cost.
+    ``http_request_duration_seconds`` already measure the same requests at a fraction of the cost (the
+    package's own provider also drops them unless ``TUIST_METRICS_HTTP_SERVER_METRICS`` is set).
     ``excluded_urls`` (comma-separated regexes) get no span; they are still counted and logged.
     """
     with_spans = spans if spans is not None else _tracing_configured(tracer_provider)

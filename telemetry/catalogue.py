@@ -8,6 +8,9 @@ DB pool extras, analytics health, the cardinality guard); they are marked ``docu
 
 Everything else derives from this table: the recording API, the store, the exposition, the README table, the
 tests and the dashboards' name checks. No metric name or label name is typed anywhere else.
+
+``RUNTIME`` names the per-process runtime families the same way (process, CPython and version metrics, among
+them prometheus_client's ``process_*`` names): they are read through the OpenTelemetry SDK, not the registry.
 """
 
 from __future__ import annotations

@@ -179,6 +179,31 @@ def test_start_time_is_when_the_process_started_not_when_setup_ran() -> None:
     assert uptime >= delay - 0.2
 
 
+def test_a_forked_child_reports_its_own_start_time() -> None:
+    """A reader made before a fork (a gunicorn master that set up telemetry before forking workers) gives the
+    child its own start, not the parent's."""
+    process = ProcessReader()
+    parent_start = process.start_time()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave at once
+        try:
+            kernel = int(proc_stat()[19]) / os.sysconf("SC_CLK_TCK")
+            os.write(write_end, f"{process.start_time()} {kernel}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end) as f:
+            child_start, child_ticks_after_boot = (float(v) for v in f.read().split())
+    finally:
+        os.waitpid(pid, 0)
+    assert child_start > parent_start
+    assert child_start == pytest.approx(process.start_time() + child_ticks_after_boot
+                                        - int(proc_stat()[19]) / os.sysconf("SC_CLK_TCK"), abs=0.05)
+    assert process.start_time() == parent_start
+
+
 def test_without_proc_psutil_reads_the_same_process(tmp_path: Path) -> None:
     on_proc = ProcessReader()
     without = ProcessReader(str(tmp_path / "no-proc"))

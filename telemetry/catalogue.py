@@ -8,6 +8,9 @@ DB pool extras, analytics health, the cardinality guard); they are marked ``docu
 
 Everything else derives from this table: the recording API, the store, the exposition, the README table, the
 tests and the dashboards' name checks. No metric name or label name is typed anywhere else.
+
+``RUNTIME`` names the per-process runtime families the same way (process, CPython and version metrics, among
+them prometheus_client's ``process_*`` names): they are read through the OpenTelemetry SDK, not the registry.
 """
 
 from __future__ import annotations
@@ -344,6 +347,108 @@ BY_INSTRUMENT: Mapping[str, MetricSpec] = MappingProxyType({s.instrument: s for 
 SCOPE_NAME = "tuist.telemetry"
 # The label every overflow series carries instead of its own (OpenTelemetry's convention).
 OVERFLOW_LABEL = "otel_metric_overflow"
+
+
+# --- Runtime families -----------------------------------------------------------------------------------------
+# Per-process readings (telemetry/instrumentation/runtime.py): observable OpenTelemetry instruments on the SDK,
+# outside the registry, so in multi-process mode each process keeps its own series (with a ``pid`` label) rather
+# than a sum over workers.
+
+
+class Observable(enum.Enum):
+    """The OpenTelemetry observable instrument a runtime family is read through."""
+
+    COUNTER = "counter"
+    UP_DOWN_COUNTER = "up_down_counter"
+    GAUGE = "gauge"
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """One runtime family. ``name`` is the family on /metrics: the standard OpenTelemetry-to-Prometheus name of
+    ``instrument`` and ``unit`` (tests/test_runtime.py checks it). ``attributes`` are the instrument's attribute
+    keys (``cpu.mode`` is the label ``cpu_mode``). ``prometheus_client`` marks the six families named, typed and
+    described exactly as prometheus_client's ``ProcessCollector`` exposes them, which existing Python dashboards
+    query."""
+
+    name: str
+    observable: Observable
+    help: str
+    instrument: str
+    unit: str = ""
+    attributes: tuple[str, ...] = ()
+    prometheus_client: bool = False
+
+    @property
+    def kind(self) -> Kind:
+        return Kind.COUNTER if self.observable is Observable.COUNTER else Kind.GAUGE
+
+
+PROCESS_CPU_TIME = "process_cpu_time_seconds_total"
+PROCESS_MEMORY_USAGE = "process_memory_usage_bytes"
+PROCESS_OPEN_FILE_DESCRIPTORS = "process_open_file_descriptor_count"
+PROCESS_THREADS = "process_thread_count"
+CPYTHON_GC_COLLECTIONS = "cpython_gc_collections_total"
+CPYTHON_GC_COLLECTED = "cpython_gc_collected_objects_total"
+PROCESS_UPTIME = "process_uptime_seconds"
+APPLICATION_INFO = "application_info"
+APPLICATION_DEPENDENCY_INFO = "application_dependency_info"
+# prometheus_client's ProcessCollector names.
+PROCESS_START_TIME = "process_start_time_seconds"
+PROCESS_RESIDENT_MEMORY = "process_resident_memory_bytes"
+PROCESS_VIRTUAL_MEMORY = "process_virtual_memory_bytes"
+PROCESS_CPU_SECONDS = "process_cpu_seconds_total"
+PROCESS_OPEN_FDS = "process_open_fds"
+PROCESS_MAX_FDS = "process_max_fds"
+# Attribute keys of the runtime families.
+CPU_MODE = "cpu.mode"
+GC_GENERATION = "cpython.gc.generation"
+DEPENDENCY_NAME = "name"
+DEPENDENCY_VERSION = "version"
+
+_O = Observable
+RUNTIME: tuple[RuntimeSpec, ...] = (
+    RuntimeSpec(PROCESS_CPU_TIME, _O.COUNTER, "CPU seconds used by this process, by mode.", "process.cpu.time",
+                "s", (CPU_MODE,)),
+    RuntimeSpec(PROCESS_MEMORY_USAGE, _O.UP_DOWN_COUNTER, "Resident memory of this process.",
+                "process.memory.usage", "By"),
+    RuntimeSpec(PROCESS_OPEN_FILE_DESCRIPTORS, _O.UP_DOWN_COUNTER, "Open file descriptors of this process.",
+                "process.open_file_descriptor.count", "{file_descriptor}"),
+    RuntimeSpec(PROCESS_THREADS, _O.UP_DOWN_COUNTER, "OS threads of this process.", "process.thread.count",
+                "{thread}"),
+    RuntimeSpec(CPYTHON_GC_COLLECTIONS, _O.COUNTER, "Garbage collector runs, by generation.",
+                "cpython.gc.collections", "{collection}", (GC_GENERATION,)),
+    RuntimeSpec(CPYTHON_GC_COLLECTED, _O.COUNTER, "Objects collected by the garbage collector, by generation.",
+                "cpython.gc.collected_objects", "{object}", (GC_GENERATION,)),
+    RuntimeSpec(PROCESS_START_TIME, _O.GAUGE, "Start time of the process since unix epoch in seconds.",
+                "process.start_time", "s", prometheus_client=True),
+    RuntimeSpec(PROCESS_UPTIME, _O.GAUGE, "Seconds since this process started.", "process.uptime", "s"),
+    RuntimeSpec(PROCESS_RESIDENT_MEMORY, _O.GAUGE, "Resident memory size in bytes.", "process.resident_memory",
+                "By", prometheus_client=True),
+    RuntimeSpec(PROCESS_VIRTUAL_MEMORY, _O.GAUGE, "Virtual memory size in bytes.", "process.virtual_memory", "By",
+                prometheus_client=True),
+    RuntimeSpec(PROCESS_CPU_SECONDS, _O.COUNTER, "Total user and system CPU time spent in seconds.",
+                "process.cpu_seconds", "s", prometheus_client=True),
+    RuntimeSpec(PROCESS_OPEN_FDS, _O.GAUGE, "Number of open file descriptors.", "process.open_fds",
+                prometheus_client=True),
+    RuntimeSpec(PROCESS_MAX_FDS, _O.GAUGE, "Maximum number of open file descriptors.", "process.max_fds",
+                prometheus_client=True),
+    RuntimeSpec(APPLICATION_INFO, _O.GAUGE, "Service, Python and build versions (value 1).", "application.info"),
+    RuntimeSpec(APPLICATION_DEPENDENCY_INFO, _O.GAUGE, "Versions of key dependencies (value 1).",
+                "application.dependency.info", attributes=(DEPENDENCY_NAME, DEPENDENCY_VERSION)),
+)
+RUNTIME_BY_NAME: Mapping[str, RuntimeSpec] = MappingProxyType({s.name: s for s in RUNTIME})
+
+
+def _check_runtime() -> None:
+    owned = {n for s in CATALOGUE for n in (*s.sample_names, s.name, s.instrument)}
+    names = [s.name for s in RUNTIME] + [s.instrument for s in RUNTIME]
+    clashes = {n for n in names if names.count(n) > 1 or n in owned}
+    if clashes:
+        raise ValueError(f"runtime family names used twice or by the catalogue: {sorted(clashes)}")
+
+
+_check_runtime()
 
 
 def spec(name: str) -> MetricSpec:

@@ -6,6 +6,7 @@ import contextvars
 import io
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator
 
@@ -137,3 +138,39 @@ def test_emit_takes_the_ordinary_path_when_a_filter_is_in_the_way(
         logger.removeFilter(keep)
     assert [r.getMessage() for r in seen] == ["dropped by the filter", "kept"]
     assert [line["message"] for line in lines(stream)] == ["kept"]
+
+
+def test_configure_leaves_other_handlers_and_loggers_alone() -> None:
+    """A handler of the application's own that shows the process and thread ids keeps working beside
+    ``configure()``'s, on records from ``logger.info`` and from ``emit`` alike; logging's process-wide switches,
+    the record factory and other loggers are untouched (only the root level is set, as documented)."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    level = root.level
+    switches = (logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
+    factory = logging.getLogRecordFactory()
+    own_stream, json_stream = io.StringIO(), io.StringIO()
+    own = logging.StreamHandler(own_stream)
+    own.setFormatter(logging.Formatter("%(process)d %(thread)d %(threadName)s %(processName)s %(message)s"))
+    other = logging.getLogger("test.logs.other")
+    other_state = (other.level, list(other.handlers), other.propagate)
+    errors: list[logging.LogRecord] = []
+    own.handleError = errors.append  # type: ignore[method-assign]  # a format error must fail the test
+    root.addHandler(own)
+    try:
+        logs.configure(logging.INFO, json_stream)
+        logging.getLogger("test.logs.app").info("from the app")
+        logs.emit(logging.getLogger("telemetry.access"), logging.INFO, "request completed")
+        assert errors == []
+        prefix = f"{os.getpid()} {threading.get_ident()} {threading.current_thread().name} MainProcess"
+        assert own_stream.getvalue().splitlines() == [f"{prefix} from the app", f"{prefix} request completed"]
+        assert [line["message"] for line in lines(json_stream)] == ["from the app", "request completed"]
+        assert (logging.logThreads, logging.logProcesses, logging.logMultiprocessing) == switches
+        assert logging.getLogRecordFactory() is factory
+        assert (other.level, list(other.handlers), other.propagate) == other_state
+        assert root.level == logging.INFO
+    finally:
+        for h in list(root.handlers):
+            if h not in before:
+                root.removeHandler(h)
+        root.setLevel(level)

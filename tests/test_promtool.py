@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
-from telemetry.catalogue import BY_NAME
+from telemetry.catalogue import BY_NAME, PROCESS_OPEN_FILE_DESCRIPTORS, PROCESS_THREADS
 from telemetry.exposition.reader import PrometheusReader
 from telemetry.instrumentation.runtime import RuntimeMetrics
 from telemetry.recorders import Recorders
@@ -23,7 +23,7 @@ from .test_golden import fill
 
 # process.open_file_descriptor.count and process.thread.count: OpenTelemetry's names, kept as the standard
 # OTel-to-Prometheus naming gives them.
-SEMCONV_COUNT_GAUGES = {"process_open_file_descriptor_count", "process_thread_count"}
+SEMCONV_COUNT_GAUGES = {PROCESS_OPEN_FILE_DESCRIPTORS, PROCESS_THREADS}
 
 
 def promtool(text: str) -> subprocess.CompletedProcess[str]:

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import pytest
 
+from telemetry.catalogue import PROCESS_THREADS, RUNTIME
 from telemetry.testing import parse_exposition, sample_total, wait_for
 from tests.conftest import free_port, port_open
 from tests.service_process import issue_token
@@ -172,10 +173,15 @@ def test_gunicorn_uvicorn_workers_count_every_request(tmp_path: Path) -> None:
         assert (ok, failed) == (REQUESTS, 0)
         assert_every_scrape(group, REQUESTS, REQUESTS)
 
-        def four_pids() -> bool:  # every worker's own runtime series, labelled with its pid
-            return len({labels["pid"] for labels in _labels(scrapes(group, 1)[0], "process_thread_count")}) == 4
+        def four_pids() -> str | None:  # every worker's own runtime series, labelled with its pid
+            text = scrapes(group, 1)[0]
+            return text if len({labels["pid"] for labels in _labels(text, PROCESS_THREADS)}) == 4 else None
 
-        wait_for(four_pids, 15, what="four workers' runtime series", interval=0.5, ignore=NOT_YET)
+        text = wait_for(four_pids, 15, what="four workers' runtime series", interval=0.5, ignore=NOT_YET)
+        pids = sorted(labels["pid"] for labels in _labels(text, PROCESS_THREADS))
+        for spec in RUNTIME:  # prometheus_client's names too: one series per worker, none summed
+            if spec.prometheus_client:
+                assert sorted(labels["pid"] for labels in _labels(text, spec.name)) == pids, spec.name
 
 
 def test_gunicorn_sync_workers_count_every_request(tmp_path: Path) -> None:

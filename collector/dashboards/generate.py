@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 import telemetry.catalogue as cat  # noqa: E402
 from telemetry.catalogue import CATALOGUE, STORAGE_OPERATIONS, Kind, MetricSpec, spec  # noqa: E402
+from telemetry.exposition.render import label_name  # noqa: E402
 
 SCHEMA_VERSION = 42  # the dashboard schema version of @grafana/schema 13.2 (Grafana 13)
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -48,6 +49,11 @@ def family(name: str, kind: Kind | None = None) -> MetricSpec:
     if kind is not None and s.kind is not kind:
         raise ValueError(f"{name} is a {s.kind.value}, not a {kind.value}")
     return s
+
+
+def runtime_name(name: str) -> str:
+    """A runtime family's name, checked against the catalogue's RUNTIME table."""
+    return cat.RUNTIME_BY_NAME[name].name
 
 
 def sel(name: str, matchers: str = "") -> str:
@@ -451,29 +457,33 @@ def inbound_http() -> dict[str, Any]:
 
 
 def runtime() -> dict[str, Any]:
-    # Runtime metrics keep the standard OpenTelemetry -> Prometheus names (telemetry/instrumentation/runtime.py);
-    # they are not catalogue families, so the names below are checked against a live scrape by the tests.
+    # Runtime metrics are per-process SDK metrics (telemetry/instrumentation/runtime.py), named in the catalogue's
+    # RUNTIME table; the tests also check every name below against a live scrape.
     s = SELECTOR
+    uptime, rss, cpu, fds, threads, gc_runs, info = (runtime_name(n) for n in (
+        cat.PROCESS_UPTIME, cat.PROCESS_MEMORY_USAGE, cat.PROCESS_CPU_TIME, cat.PROCESS_OPEN_FILE_DESCRIPTORS,
+        cat.PROCESS_THREADS, cat.CPYTHON_GC_COLLECTIONS, cat.APPLICATION_INFO))
+    cpu_mode, generation = label_name(cat.CPU_MODE), label_name(cat.GC_GENERATION)
     return dashboard("tuist-runtime", "Tuist · Runtime & telemetry health",
                      "Process and CPython runtime metrics, build info, and the health of the telemetry "
                      "itself (dropped analytics events, cardinality overflow).", [
-        P("Uptime", [t(f"max(process_uptime_seconds{{{s}}})", "uptime")], "s", "stat", width=6),
-        P("Resident memory", [t(f"sum(process_memory_usage_bytes{{{s}}})", "rss")], "bytes", "stat", width=6),
+        P("Uptime", [t(f"max({uptime}{{{s}}})", "uptime")], "s", "stat", width=6),
+        P("Resident memory", [t(f"sum({rss}{{{s}}})", "rss")], "bytes", "stat", width=6),
         P("Analytics events dropped (1h)", [t(f"sum(increase({sel(cat.ANALYTICS_DROPPED)}[1h]))",
                                               "dropped")], "short", "stat", width=6,
           thresholds=[(None, "green"), (1, "red")]),
         P("Cardinality overflow (1h)",
           [t(f"sum(increase({sel(cat.OVERFLOW_METRIC)}[1h]))", "overflowed")],
           "short", "stat", width=6, thresholds=[(None, "green"), (1, "orange")]),
-        P("CPU usage by mode", [t(f"sum by (instance, cpu_mode) (rate(process_cpu_time_seconds_total{{{s}}}[{RATE}]))",
-                                  "{{instance}} {{cpu_mode}}")], "percentunit", stack=True),
-        P("Resident memory by instance", [t(f"process_memory_usage_bytes{{{s}}}", "{{instance}}")], "bytes"),
-        P("Open file descriptors", [t(f"process_open_file_descriptor_count{{{s}}}", "{{instance}}")], "short"),
-        P("OS threads", [t(f"process_thread_count{{{s}}}", "{{instance}}")], "short"),
+        P("CPU usage by mode", [t(f"sum by (instance, {cpu_mode}) (rate({cpu}{{{s}}}[{RATE}]))",
+                                  f"{{{{instance}}}} {{{{{cpu_mode}}}}}")], "percentunit", stack=True),
+        P("Resident memory by instance", [t(f"{rss}{{{s}}}", "{{instance}}")], "bytes"),
+        P("Open file descriptors", [t(f"{fds}{{{s}}}", "{{instance}}")], "short"),
+        P("OS threads", [t(f"{threads}{{{s}}}", "{{instance}}")], "short"),
         P("GC collections by generation",
-          [t(f"sum by (cpython_gc_generation) (rate(cpython_gc_collections_total{{{s}}}[{RATE}]))",
-             "gen {{cpython_gc_generation}}")], "ops"),
-        P("Versions", [t(f"max by (service_name, service_version, python_version) (application_info{{{s}}})",
+          [t(f"sum by ({generation}) (rate({gc_runs}{{{s}}}[{RATE}]))",
+             f"gen {{{{{generation}}}}}")], "ops"),
+        P("Versions", [t(f"max by (service_name, service_version, python_version) ({info}{{{s}}})",
                          "{{service_name}} {{service_version}} (Python {{python_version}})")], "short"),
         P("Analytics events dropped by reason",
           [t(srate(cat.ANALYTICS_DROPPED, "reason"), "{{reason}}")], "ops"),

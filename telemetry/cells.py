@@ -27,6 +27,10 @@ _INF = float("inf")
 # The largest finite float: ints above it could not be converted, summed or parsed by Prometheus.
 MAX_NUMBER = sys.float_info.max
 _MAX = MAX_NUMBER
+# Ints up to 2**53 are kept as ints (exact, and written as 3 rather than 3.0, as prometheus_client does); a
+# bigger one becomes a float, so the fast paths below let only those through unconverted.
+EXACT_MAX = float(2**53)
+_EXACT = EXACT_MAX
 
 
 def shown(value: object) -> str:
@@ -44,8 +48,15 @@ def number(metric: str, value: object) -> int | float:
     measurement), text, bytes and non-numbers; ``ValueError`` when it does not fit a float. Both name
     ``metric``. The range (>= 0, finite) is the caller's check."""
     cls = value.__class__
-    if cls is int or cls is float:
+    if cls is float:
         return value  # type: ignore[return-value]
+    if cls is int:
+        if -_EXACT <= value <= _EXACT:  # type: ignore[operator]
+            return value  # type: ignore[return-value]
+        try:  # a bigger int: as a float, so that no sum of ints ever passes what Prometheus can parse
+            return float(value)  # type: ignore[arg-type]
+        except OverflowError:
+            raise ValueError(f"{metric}: {shown(value)} is outside the float range") from None
     if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", None) == "b":
         raise TypeError(f"{metric}: a bool is not a number, got {value!r}")
     if isinstance(value, str | bytes | bytearray) or not hasattr(value, "__float__"):
@@ -60,33 +71,27 @@ def number(metric: str, value: object) -> int | float:
 
 def increment(metric: str, amount: object) -> int | float:
     """A counter increment, converted and checked: finite and >= 0."""
-    cls = amount.__class__
-    if cls is not int and cls is not float:
-        amount = number(metric, amount)
-    if not 0 <= amount <= _MAX:  # type: ignore[operator]  # also rejects NaN and ints past the float range
+    amount = number(metric, amount)
+    if not 0 <= amount <= _MAX:  # also rejects NaN and ints past the float range
         raise ValueError(f"{metric}: increments must be finite and >= 0, got {shown(amount)}")
-    return amount  # type: ignore[return-value]
+    return amount
 
 
 def observation(metric: str, value: object) -> int | float:
     """A histogram observation, converted and checked: finite and >= 0 (every catalogue histogram measures
     a duration or a size)."""
-    cls = value.__class__
-    if cls is not int and cls is not float:
-        value = number(metric, value)
-    if not 0 <= value <= _MAX:  # type: ignore[operator]
+    value = number(metric, value)
+    if not 0 <= value <= _MAX:
         raise ValueError(f"{metric}: observations must be finite and >= 0, got {shown(value)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def gauge_value(metric: str, value: object, what: str = "gauge values") -> int | float:
     """A gauge value or change, converted and checked: finite."""
-    cls = value.__class__
-    if cls is not int and cls is not float:
-        value = number(metric, value)
-    if not -_MAX <= value <= _MAX:  # type: ignore[operator]
+    value = number(metric, value)
+    if not -_MAX <= value <= _MAX:
         raise ValueError(f"{metric}: {what} must be finite numbers, got {shown(value)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 class _Exemplars:
@@ -127,7 +132,7 @@ class CounterCell(_Scalar):
     def inc(self, amount: int | float = 1) -> None:
         """Add ``amount`` (finite, >= 0)."""
         cls = amount.__class__
-        if (cls is not int and cls is not float) or not 0 <= amount <= _MAX:  # also rejects NaN
+        if (cls is not int and cls is not float) or not 0 <= amount <= _EXACT:  # also rejects NaN
             amount = increment(self._metric, amount)
         with self._lock:
             self.value += amount
@@ -145,14 +150,14 @@ class GaugeCell(_Scalar):
 
     def set(self, value: int | float) -> None:
         cls = value.__class__
-        if (cls is not int and cls is not float) or not -_MAX <= value <= _MAX:
+        if (cls is not int and cls is not float) or not -_EXACT <= value <= _EXACT:
             value = gauge_value(self._metric, value)
         self.value = value
         self.written = True
 
     def inc(self, amount: int | float = 1) -> None:
         cls = amount.__class__
-        if (cls is not int and cls is not float) or not -_MAX <= amount <= _MAX:
+        if (cls is not int and cls is not float) or not -_EXACT <= amount <= _EXACT:
             amount = gauge_value(self._metric, amount, "gauge changes")
         with self._lock:
             self.value += amount
@@ -188,7 +193,7 @@ class HistogramCell:
     def observe(self, value: int | float) -> None:
         """Record ``value`` (finite, >= 0: every catalogue histogram measures a duration or a size)."""
         cls = value.__class__
-        if (cls is not int and cls is not float) or not 0 <= value <= _MAX:
+        if (cls is not int and cls is not float) or not 0 <= value <= _EXACT:
             value = observation(self._metric, value)
         i = bisect_left(self._bounds, value)
         with self._lock:

@@ -22,10 +22,10 @@ from bisect import bisect_left
 from typing import Any
 
 from telemetry import cells as _cells
-from telemetry.cells import MAX_NUMBER, CounterCell, GaugeCell, HistogramCell, gauge_value, increment, observation
+from telemetry.cells import EXACT_MAX, CounterCell, GaugeCell, HistogramCell, gauge_value, increment, observation
 
 _INF = float("inf")
-_MAX = MAX_NUMBER
+_EXACT = EXACT_MAX  # bigger ints are converted by number()
 _now = time.time
 
 
@@ -41,7 +41,7 @@ class SharedCounterCell(CounterCell):
 
     def inc(self, amount: int | float = 1) -> None:
         cls = amount.__class__
-        if (cls is not int and cls is not float) or not 0 <= amount <= _MAX:
+        if (cls is not int and cls is not float) or not 0 <= amount <= _EXACT:
             amount = increment(self._metric, amount)  # converts, or raises the in-memory cell's error
         with self._lock:
             value = self.value = self.value + amount
@@ -65,7 +65,7 @@ class SharedGaugeCell(GaugeCell):
 
     def set(self, value: int | float) -> None:
         cls = value.__class__
-        if (cls is not int and cls is not float) or not -_MAX <= value <= _MAX:
+        if (cls is not int and cls is not float) or not -_EXACT <= value <= _EXACT:
             value = gauge_value(self._metric, value)
         with self._lock:
             self.value = value
@@ -76,7 +76,7 @@ class SharedGaugeCell(GaugeCell):
 
     def inc(self, amount: int | float = 1) -> None:
         cls = amount.__class__
-        if (cls is not int and cls is not float) or not -_MAX <= amount <= _MAX:
+        if (cls is not int and cls is not float) or not -_EXACT <= amount <= _EXACT:
             amount = gauge_value(self._metric, amount, "gauge changes")
         with self._lock:
             value = self.value = self.value + amount
@@ -105,7 +105,7 @@ class SharedHistogramCell(HistogramCell):
 
     def observe(self, value: int | float) -> None:
         cls = value.__class__
-        if (cls is not int and cls is not float) or not 0 <= value <= _MAX:
+        if (cls is not int and cls is not float) or not 0 <= value <= _EXACT:
             value = observation(self._metric, value)  # converts, or raises the in-memory cell's error
         self._sample(self._record(value), value)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from telemetry.catalogue import RUNS_DURATION, RUNS_TOTAL
-from telemetry.cells import MAX_NUMBER, number, shown
+from telemetry.cells import EXACT_MAX, MAX_NUMBER, number, shown
 from telemetry.registry import CounterChild, HistogramChild, Registry
 
 _MAX = MAX_NUMBER
+_EXACT = EXACT_MAX  # bigger ints are converted to floats by number()
 
 
 class Runs:
@@ -22,7 +23,7 @@ class Runs:
         # Converted and checked before any series is created or counted, so a bad call leaves no trace on
         # /metrics: the counter and the histogram move together or not at all.
         cls = duration_ms.__class__
-        if (cls is not int and cls is not float) or not 0 <= duration_ms <= _MAX:
+        if (cls is not int and cls is not float) or not 0 <= duration_ms <= _EXACT:
             duration_ms = _duration(duration_ms)
         key = (name, is_ci, status)
         pair = self._bound.get(key)

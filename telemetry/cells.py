@@ -31,6 +31,7 @@ _MAX = MAX_NUMBER
 # bigger one becomes a float, so the fast paths below let only those through unconverted.
 EXACT_MAX = float(2**53)
 _EXACT = EXACT_MAX
+_ONE = 1  # the default increment, checked by identity on the hot path
 
 
 def shown(value: object) -> str:
@@ -131,9 +132,10 @@ class CounterCell(_Scalar):
 
     def inc(self, amount: int | float = 1) -> None:
         """Add ``amount`` (finite, >= 0)."""
-        cls = amount.__class__
-        if (cls is not int and cls is not float) or not 0 <= amount <= _EXACT:  # also rejects NaN
-            amount = increment(self._metric, amount)
+        if amount is not _ONE:  # inc(): nothing to check
+            cls = amount.__class__
+            if (cls is not int and cls is not float) or not 0 <= amount <= _EXACT:  # also rejects NaN
+                amount = increment(self._metric, amount)
         with self._lock:
             self.value += amount
 
@@ -321,7 +323,8 @@ class Fanout:
 
     def inc(self, amount: int | float = 1) -> None:
         if self._counter:
-            amount = increment(self._metric, amount)
+            if amount is not _ONE:
+                amount = increment(self._metric, amount)
             direct = self._direct
             if direct is not None:
                 target, report = direct

@@ -26,6 +26,7 @@ from telemetry.cells import EXACT_MAX, CounterCell, GaugeCell, HistogramCell, ga
 
 _INF = float("inf")
 _EXACT = EXACT_MAX  # bigger ints are converted by number()
+_ONE = 1  # the default increment, checked by identity on the hot path
 _now = time.time
 
 
@@ -40,9 +41,10 @@ class SharedCounterCell(CounterCell):
         self._i = index
 
     def inc(self, amount: int | float = 1) -> None:
-        cls = amount.__class__
-        if (cls is not int and cls is not float) or not 0 <= amount <= _EXACT:
-            amount = increment(self._metric, amount)  # converts, or raises the in-memory cell's error
+        if amount is not _ONE:  # inc(): nothing to check
+            cls = amount.__class__
+            if (cls is not int and cls is not float) or not 0 <= amount <= _EXACT:
+                amount = increment(self._metric, amount)  # converts, or raises the in-memory cell's error
         with self._lock:
             value = self.value = self.value + amount
             self._buf[self._i] = value

@@ -132,7 +132,12 @@ class Family(Generic[H]):
         return handle  # type: ignore[no-any-return]
 
     def canonical(self, key: Sequence[Any]) -> tuple[str, ...]:
-        """Validated label values as strings, in the spec's order."""
+        """Validated label values as strings, in the spec's order (values past the registry's length limit
+        cut by ``cap_label_value``)."""
+        return self._canonical(key)[0]
+
+    def _canonical(self, key: Sequence[Any]) -> tuple[tuple[str, ...], bool]:
+        """``canonical(key)`` and whether a value was cut."""
         spec = self.spec
         if len(key) != len(spec.labels):
             raise ValueError(f"{self.name}: expected {len(spec.labels)} label values for {list(spec.labels)}, "
@@ -151,13 +156,13 @@ class Family(Generic[H]):
                 except UnicodeEncodeError:  # a lone surrogate would fail every later scrape's encoding
                     raise ValueError(f"{self.name}: label {name}={shown(value)} is not valid Unicode "
                                      "text") from None
-        if any(len(v) > max_length for v in values):
-            values = tuple(cap_label_value(v, max_length) for v in values)
-        return values
+        if values and max(map(len, values)) > max_length:
+            return tuple(cap_label_value(v, max_length) for v in values), True
+        return values, False
 
     def _resolve(self, key: tuple[Any, ...]) -> Any:
         typed = None if all(type(v) is str for v in key) else (key, tuple(type(v) for v in key))
-        values = self.canonical(key)
+        values, cut = self._canonical(key)
         cells: list[Cell] = []
         reports: list[Any] = []
         for stream in self._streams:
@@ -179,8 +184,7 @@ class Family(Generic[H]):
         else:
             handle = Fanout(self.name, self.spec.kind is Kind.COUNTER, cells, reports,
                             cells[0].labels if cells else values)
-        max_length = self._registry.label_value_max_length
-        if any(isinstance(v, str) and len(v) > max_length for v in key):
+        if cut:
             return handle  # a cut value is not cached: its full spelling could weigh megabytes
         with self._lock:
             if len(self._by_key) + len(self._by_typed_key) < 4 * max(self.limit, 1):  # spellings stay bounded

@@ -103,11 +103,11 @@ class Stream:
         cell = self._series.get(labels)
         if cell is not None:
             return cell, False
-        size = label_bytes(labels)
         with self._lock:
             cell = self._series.get(labels)
             if cell is not None:
                 return cell, False
+            size = 0 if len(self._series) >= self.limit else label_bytes(labels)
             if len(self._series) >= self.limit or self._bytes + size > self.limit * self.bytes_per_series:
                 if self._overflow is None:
                     self._overflow = self._cells(self, OVERFLOW_VALUES)

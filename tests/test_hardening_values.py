@@ -147,6 +147,17 @@ def test_numbers_are_converted_refused_whole_and_name_the_metric() -> None:
     assert "error while linting" not in result.stderr and result.returncode in (0, 3), result.stderr
 
 
+def test_a_failed_gauge_set_leaves_no_series_in_multi_process_mode(tmp_path: Path) -> None:
+    with isolated(runtime_metrics=False, multiprocess_dir=str(tmp_path)) as t:
+        in_use = t.registry.gauge("tuist_http_queue_in_use_connections")
+        with pytest.raises(ValueError, match="tuist_http_queue_in_use_connections"):
+            in_use.labels("api.example").set(float("nan"))
+        t.registry.gauge("tuist_http_queue_available_connections").labels("api.example").set(0)
+        names = {s.name for s in parse_exposition(t.scrape())}
+    assert "tuist_http_queue_available_connections" in names  # a gauge set to 0 is a reading
+    assert "tuist_http_queue_in_use_connections" not in names
+
+
 def test_label_values_of_the_wrong_type_name_the_metric_and_the_label() -> None:
     family = Registry().counter(RUNS_TOTAL)
     for bad in (None, b"build", 1.5, ["build"]):

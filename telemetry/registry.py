@@ -142,7 +142,12 @@ class Family(Generic[H]):
         if len(key) != len(spec.labels):
             raise ValueError(f"{self.name}: expected {len(spec.labels)} label values for {list(spec.labels)}, "
                              f"got {len(key)}")
-        values = tuple(label_text(self.name, v, n) for n, v in zip(spec.labels, key, strict=True))
+        try:
+            values = tuple(label_text(self.name, v) for v in key)
+        except (TypeError, ValueError):  # again, naming the label (the rare path)
+            for n, v in zip(spec.labels, key, strict=True):
+                label_text(self.name, v, n)
+            raise
         max_length = self._registry.label_value_max_length
         for name, value in zip(spec.labels, values, strict=True):
             allowed = spec.allowed.get(name)

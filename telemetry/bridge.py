@@ -43,7 +43,7 @@ from opentelemetry.sdk.metrics.view import DropAggregation, View
 from telemetry import _sdk
 from telemetry.catalogue import BY_INSTRUMENT, BY_NAME, SCOPE_NAME, Kind, sample_names
 from telemetry.cells import EXEMPLARS
-from telemetry.registry import GaugeFamily, Registry, label_text
+from telemetry.registry import GaugeFamily, Registry, cap_label_value, label_text
 from telemetry.store import OVERFLOW_VALUES, Stream
 from telemetry.views import create_instrument
 
@@ -118,7 +118,7 @@ class _Point:
         self._key: tuple[str, ...] | None = None
         self._labelled: dict[str, Any] = {}  # the point's attributes: label values as /metrics shows them
         if attributes is not None:
-            self._key, self._labelled = _key(self._stream, attributes)
+            self._key, self._labelled = _key(self._stream, attributes, agg.registry.label_value_max_length)
         self._last_ns = self._stream.start_ns
 
     def aggregate(self, measurement: Any, should_sample_exemplar: bool = True) -> None:
@@ -143,14 +143,16 @@ class _Point:
         return self._stream.get(self._key)
 
 
-def _key(stream: Stream, attributes: Any) -> tuple[tuple[str, ...] | None, dict[str, Any]]:
+def _key(stream: Stream, attributes: Any, max_length: int) -> tuple[tuple[str, ...] | None, dict[str, Any]]:
     if attributes.get(OVERFLOW_ATTRIBUTE) is True:
         return OVERFLOW_VALUES, {OVERFLOW_ATTRIBUTE: True}
     try:
-        values = tuple(label_text(stream.name, attributes[n]) for n in stream.label_names)
+        # Cut as the registry cuts them, so the key names the series the measurement went to.
+        values = tuple(cap_label_value(label_text(stream.name, attributes[n]), max_length)
+                       for n in stream.label_names)
     except KeyError:  # a projection of another stream's series: it names no series of this stream
         return None, {}
-    except TypeError:  # not a label value at all: the measurement itself is refused in aggregate()
+    except (TypeError, ValueError):  # not a label value at all: the measurement itself is refused in aggregate()
         return None, {}
     return values, dict(zip(stream.label_names, values, strict=True))
 

@@ -4,7 +4,10 @@ A cell is one series of one stream: a counter's sum, a gauge's last value, a his
 count, min, max and exemplars. ``Family.labels(...)`` hands out the cell itself when a label set maps to one
 cell (the common case: recording is a lock and an addition), or a ``Fanout`` when it maps to several (more
 than one View stream on the instrument) or to an overflow series (which also counts each measurement in
-``tuist_telemetry_overflow_measurements_total``). Values are checked here, before anything changes.
+``tuist_telemetry_overflow_measurements_total``). Values are checked here, before anything changes: ``number``
+turns whatever the API accepts into an int or a float (ints and floats as they are, anything else with
+``__float__`` converted), refuses bools, text and bytes with a ``TypeError`` and values outside the float range
+with a ``ValueError``, each naming the metric.
 
 Cells hold numbers and nothing about rendering; where they live is the store's business, so they can move to
 shared memory without recorders or the renderer noticing.
@@ -12,6 +15,7 @@ shared memory without recorders or the renderer noticing.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from bisect import bisect_left
@@ -20,6 +24,75 @@ from collections.abc import Sequence
 from telemetry import _sdk
 
 _INF = float("inf")
+# The largest finite float: ints above it could not be converted, summed or parsed by Prometheus.
+MAX_NUMBER = sys.float_info.max
+_MAX = MAX_NUMBER
+# Ints up to 2**53 are kept as ints (exact, and written as 3 rather than 3.0, as prometheus_client does); a
+# bigger one becomes a float, so the fast paths below let only those through unconverted.
+EXACT_MAX = float(2**53)
+_EXACT = EXACT_MAX
+_ONE = 1  # the default increment, checked by identity on the hot path
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut to 60 characters: error messages stay readable for a 400-digit int."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's str() digit limit
+        return f"<int of about {int.bit_length(value) * 3 // 10} digits>"  # type: ignore[arg-type]
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def number(metric: str, value: object) -> int | float:
+    """``value`` as the number a cell holds: an int or float as it is, anything else with ``__float__``
+    (Decimal, Fraction, numpy scalars, an IntEnum) as a float. ``TypeError`` for bools (True is not 1
+    measurement), text, bytes and non-numbers; ``ValueError`` when it does not fit a float. Both name
+    ``metric``. The range (>= 0, finite) is the caller's check."""
+    cls = value.__class__
+    if cls is float:
+        return value  # type: ignore[return-value]
+    if cls is int:
+        if -_EXACT <= value <= _EXACT:  # type: ignore[operator]
+            return value  # type: ignore[return-value]
+        try:  # a bigger int: as a float, so that no sum of ints ever passes what Prometheus can parse
+            return float(value)  # type: ignore[arg-type]
+        except OverflowError:
+            raise ValueError(f"{metric}: {shown(value)} is outside the float range") from None
+    if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", None) == "b":
+        raise TypeError(f"{metric}: a bool is not a number, got {value!r}")
+    if isinstance(value, str | bytes | bytearray) or not hasattr(value, "__float__"):
+        raise TypeError(f"{metric}: expected a number, got {type(value).__name__} {shown(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{metric}: {shown(value)} is outside the float range") from None
+    except (TypeError, ValueError) as exc:  # a signalling NaN, a __float__ that fails
+        raise ValueError(f"{metric}: {shown(value)} is not a usable number ({exc})") from None
+
+
+def increment(metric: str, amount: object) -> int | float:
+    """A counter increment, converted and checked: finite and >= 0."""
+    amount = number(metric, amount)
+    if not 0 <= amount <= _MAX:  # also rejects NaN and ints past the float range
+        raise ValueError(f"{metric}: increments must be finite and >= 0, got {shown(amount)}")
+    return amount
+
+
+def observation(metric: str, value: object) -> int | float:
+    """A histogram observation, converted and checked: finite and >= 0 (every catalogue histogram measures
+    a duration or a size)."""
+    value = number(metric, value)
+    if not 0 <= value <= _MAX:
+        raise ValueError(f"{metric}: observations must be finite and >= 0, got {shown(value)}")
+    return value
+
+
+def gauge_value(metric: str, value: object, what: str = "gauge values") -> int | float:
+    """A gauge value or change, converted and checked: finite."""
+    value = number(metric, value)
+    if not -_MAX <= value <= _MAX:
+        raise ValueError(f"{metric}: {what} must be finite numbers, got {shown(value)}")
+    return value
 
 
 class _Exemplars:
@@ -59,27 +132,38 @@ class CounterCell(_Scalar):
 
     def inc(self, amount: int | float = 1) -> None:
         """Add ``amount`` (finite, >= 0)."""
-        if not 0 <= amount < _INF:  # also rejects NaN
-            raise ValueError(f"{self._metric}: increments must be finite and >= 0, got {amount!r}")
+        if amount is not _ONE:  # inc(): nothing to check
+            cls = amount.__class__
+            if (cls is not int and cls is not float) or not 0 <= amount <= _EXACT:  # also rejects NaN
+                amount = increment(self._metric, amount)
         with self._lock:
             self.value += amount
 
 
 class GaugeCell(_Scalar):
-    """A last value."""
+    """A last value. A gauge series is exposed once it was written (``written``): a gauge at 0 that nobody
+    set would be a false reading, and a ``set(nan)`` that fails must leave no series behind."""
 
-    __slots__ = ()
+    __slots__ = ("written",)
+
+    def __init__(self, metric: str, labels: tuple[str, ...]) -> None:
+        super().__init__(metric, labels)
+        self.written = False
 
     def set(self, value: int | float) -> None:
-        if not -_INF < value < _INF:
-            raise ValueError(f"{self._metric}: gauge values must be finite numbers, got {value!r}")
+        cls = value.__class__
+        if (cls is not int and cls is not float) or not -_EXACT <= value <= _EXACT:
+            value = gauge_value(self._metric, value)
         self.value = value
+        self.written = True
 
     def inc(self, amount: int | float = 1) -> None:
-        if not -_INF < amount < _INF:
-            raise ValueError(f"{self._metric}: gauge changes must be finite numbers, got {amount!r}")
+        cls = amount.__class__
+        if (cls is not int and cls is not float) or not -_EXACT <= amount <= _EXACT:
+            amount = gauge_value(self._metric, amount, "gauge changes")
         with self._lock:
             self.value += amount
+            self.written = True
 
     def dec(self, amount: int | float = 1) -> None:
         self.inc(-amount)
@@ -110,8 +194,9 @@ class HistogramCell:
 
     def observe(self, value: int | float) -> None:
         """Record ``value`` (finite, >= 0: every catalogue histogram measures a duration or a size)."""
-        if not 0 <= value < _INF:
-            raise ValueError(f"{self._metric}: observations must be finite and >= 0, got {value!r}")
+        cls = value.__class__
+        if (cls is not int and cls is not float) or not 0 <= value <= _EXACT:
+            value = observation(self._metric, value)
         i = bisect_left(self._bounds, value)
         with self._lock:
             self.counts[i] += 1
@@ -238,8 +323,8 @@ class Fanout:
 
     def inc(self, amount: int | float = 1) -> None:
         if self._counter:
-            if not 0 <= amount < _INF:
-                raise ValueError(f"{self._metric}: increments must be finite and >= 0, got {amount!r}")
+            if amount is not _ONE:
+                amount = increment(self._metric, amount)
             direct = self._direct
             if direct is not None:
                 target, report = direct
@@ -256,8 +341,8 @@ class Fanout:
                 finally:
                     lock.release()
                 return
-        elif not -_INF < amount < _INF:
-            raise ValueError(f"{self._metric}: gauge changes must be finite numbers, got {amount!r}")
+        else:
+            amount = gauge_value(self._metric, amount, "gauge changes")
         for cell in self.cells:
             cell.inc(amount)  # type: ignore[union-attr]
         self._report()
@@ -266,15 +351,13 @@ class Fanout:
         self.inc(-amount)
 
     def set(self, value: int | float) -> None:
-        if not -_INF < value < _INF:
-            raise ValueError(f"{self._metric}: gauge values must be finite numbers, got {value!r}")
+        value = gauge_value(self._metric, value)
         for cell in self.cells:
             cell.set(value)  # type: ignore[union-attr]
         self._report()
 
     def observe(self, value: int | float) -> None:
-        if not 0 <= value < _INF:
-            raise ValueError(f"{self._metric}: observations must be finite and >= 0, got {value!r}")
+        value = observation(self._metric, value)
         one = self._one
         if one is not None:
             cell, report = one

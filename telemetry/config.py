@@ -13,6 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
+# Label value limits (see telemetry.registry.cap_label_value and telemetry.store.Stream), here so the settings
+# and the registry share one definition.
+LABEL_VALUE_MAX_LENGTH = 256
+LABEL_VALUE_MIN_LENGTH = 32  # room for a readable prefix beside the 17-character hash suffix
+LABEL_BYTES_PER_SERIES = 128
+
 
 class SettingsError(ValueError):
     """A setting has a value the package cannot use; the message names the setting."""
@@ -38,6 +44,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
         raise ValueError("expected a whole number of at least 1")
+    return value
+
+
+def _label_length(raw: str) -> int:
+    value = int(raw)
+    if value < LABEL_VALUE_MIN_LENGTH:
+        raise ValueError(f"expected a whole number of at least {LABEL_VALUE_MIN_LENGTH}")
     return value
 
 
@@ -138,6 +151,12 @@ FIELDS: tuple[Field, ...] = (
           "Label sets kept per metric before new ones go to the overflow series."),
     Field("cardinality_limits", "TUIST_METRICS_CARDINALITY_LIMITS", _limits,
           "Per-metric limits overriding the default: name=N,name=N."),
+    Field("label_value_max_length", "TUIST_METRICS_LABEL_VALUE_MAX_LENGTH", _label_length,
+          "Longest label value kept, in characters; a longer one is cut and ends in ~ and 16 hex digits of its "
+          "hash (distinct values stay distinct). At least " f"{LABEL_VALUE_MIN_LENGTH}."),
+    Field("label_bytes_per_series", "TUIST_METRICS_LABEL_BYTES_PER_SERIES", _positive_int,
+          "Label-value bytes a metric's series may take on average: a metric's series take at most this times "
+          "its cardinality limit together; new label sets past that go to the overflow series."),
     Field("drop_labels", "TUIST_METRICS_DROP_LABELS", _catalogue_labels,
           "Label names dropped from every catalogue metric that has them, comma-separated (series that differed "
           "only in them merge), e.g. object_key,upload_id,part_number."),
@@ -250,6 +269,8 @@ class Settings(EnvSettings):
     metrics_basic_auth: str = field(default="", repr=False)
     cardinality_limit: int = 2000
     cardinality_limits: Mapping[str, int] = field(default_factory=dict)
+    label_value_max_length: int = LABEL_VALUE_MAX_LENGTH
+    label_bytes_per_series: int = LABEL_BYTES_PER_SERIES
     drop_labels: str = ""
     target_info: bool = True
     scope_labels: bool = False

@@ -14,14 +14,23 @@ OpenTelemetry SDK, so every reader on the MeterProvider sees the same numbers.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from telemetry.catalogue import CATALOGUE, OVERFLOW_METRIC, Kind, MetricSpec, sample_names
-from telemetry.cells import Cell, CounterCell, Fanout, GaugeCell, HistogramCell
-from telemetry.store import OVERFLOW_VALUES, CellFactory, NewSeries, Stream, StreamShape, memory_cells
+from telemetry.cells import Cell, CounterCell, Fanout, GaugeCell, HistogramCell, shown
+from telemetry.config import LABEL_BYTES_PER_SERIES, LABEL_VALUE_MAX_LENGTH, LABEL_VALUE_MIN_LENGTH
+from telemetry.store import (
+    OVERFLOW_VALUES,
+    CellFactory,
+    NewSeries,
+    Stream,
+    StreamShape,
+    memory_cells,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -34,7 +43,10 @@ GaugeChild = GaugeCell | Fanout
 HistogramChild = HistogramCell | Fanout
 
 
-def label_text(metric: str, value: LabelValue) -> str:
+_HASH_SUFFIX = 17  # "~" and 16 hex digits
+
+
+def label_text(metric: str, value: LabelValue, label: str = "") -> str:
     """A label value as /metrics shows it (bools as true/false, enums by value)."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -43,8 +55,22 @@ def label_text(metric: str, value: LabelValue) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, int):
-        return str(value)
-    raise TypeError(f"{metric}: label values are str, int, bool or enum, got {type(value).__name__}")
+        try:
+            return str(value)
+        except ValueError:  # past Python's int-to-str digit limit
+            raise ValueError(f"{metric}: label {label or 'value'} is an int too long to write") from None
+    where = f" ({label}={shown(value)})" if label else ""
+    raise TypeError(f"{metric}: label values are str, int, bool or enum, got {type(value).__name__}{where}")
+
+
+def cap_label_value(value: str, max_length: int) -> str:
+    """``value`` when it has at most ``max_length`` characters; else its first ``max_length - 17`` characters,
+    ``~`` and 16 hex digits of the BLAKE2b hash of the whole value: stable, so distinct long values stay
+    distinct series, and at most ``max_length`` characters."""
+    if len(value) <= max_length:
+        return value
+    digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return f"{value[:max_length - _HASH_SUFFIX]}~{digest}"
 
 
 H = TypeVar("H")
@@ -93,38 +119,55 @@ class Family(Generic[H]):
                                  + (f"; unknown {sorted(unknown)}" if unknown else "")
                                  + (f"; missing {sorted(missing)}" if missing else ""))
             values = tuple(named[n] for n in labels)
-        handle = self._by_key.get(values)
-        if handle is None:
-            # Keys holding bools or ints are cached with their types (see _by_typed_key); looking them up here
-            # keeps labels(name, True, 0) off the validating slow path.
-            handle = self._by_typed_key.get((values, tuple(map(type, values))))
+        try:
+            handle = self._by_key.get(values)
             if handle is None:
-                handle = self._resolve(values)
+                # Keys holding bools or ints are cached with their types (see _by_typed_key); looking them up
+                # here keeps labels(name, True, 0) off the validating slow path.
+                handle = self._by_typed_key.get((values, tuple(map(type, values))))
+        except TypeError:  # an unhashable value: canonical() names the metric and the label
+            handle = None
+        if handle is None:
+            handle = self._resolve(values)
         return handle  # type: ignore[no-any-return]
 
     def canonical(self, key: Sequence[Any]) -> tuple[str, ...]:
-        """Validated label values as strings, in the spec's order."""
+        """Validated label values as strings, in the spec's order (values past the registry's length limit
+        cut by ``cap_label_value``)."""
+        return self._canonical(key)[0]
+
+    def _canonical(self, key: Sequence[Any]) -> tuple[tuple[str, ...], bool]:
+        """``canonical(key)`` and whether a value was cut."""
         spec = self.spec
         if len(key) != len(spec.labels):
             raise ValueError(f"{self.name}: expected {len(spec.labels)} label values for {list(spec.labels)}, "
                              f"got {len(key)}")
-        values = tuple(label_text(self.name, v) for v in key)
+        try:
+            values = tuple(label_text(self.name, v) for v in key)
+        except (TypeError, ValueError):  # again, naming the label (the rare path)
+            for n, v in zip(spec.labels, key, strict=True):
+                label_text(self.name, v, n)
+            raise
+        max_length = self._registry.label_value_max_length
         for name, value in zip(spec.labels, values, strict=True):
             allowed = spec.allowed.get(name)
             if allowed is not None and value not in allowed:
-                raise ValueError(f"{self.name}: label {name}={value!r} is not one of {sorted(allowed)}")
+                raise ValueError(f"{self.name}: label {name}={shown(value)} is not one of {sorted(allowed)}")
             if not value:
                 raise ValueError(f"{self.name}: label {name} must not be empty")
             if not value.isascii():
                 try:
                     value.encode()
                 except UnicodeEncodeError:  # a lone surrogate would fail every later scrape's encoding
-                    raise ValueError(f"{self.name}: label {name}={value!r} is not valid Unicode text") from None
-        return values
+                    raise ValueError(f"{self.name}: label {name}={shown(value)} is not valid Unicode "
+                                     "text") from None
+        if values and max(map(len, values)) > max_length:
+            return tuple(cap_label_value(v, max_length) for v in values), True
+        return values, False
 
     def _resolve(self, key: tuple[Any, ...]) -> Any:
         typed = None if all(type(v) is str for v in key) else (key, tuple(type(v) for v in key))
-        values = self.canonical(key)
+        values, cut = self._canonical(key)
         cells: list[Cell] = []
         reports: list[Any] = []
         for stream in self._streams:
@@ -146,6 +189,8 @@ class Family(Generic[H]):
         else:
             handle = Fanout(self.name, self.spec.kind is Kind.COUNTER, cells, reports,
                             cells[0].labels if cells else values)
+        if cut:
+            return handle  # a cut value is not cached: its full spelling could weigh megabytes
         with self._lock:
             if len(self._by_key) + len(self._by_typed_key) < 4 * max(self.limit, 1):  # spellings stay bounded
                 if typed is None:
@@ -246,6 +291,10 @@ class Registry:
         self.sdk_observes_gauges = False
         self._check_limits(cardinality_limit, limits or {})
         self._default_limit, self._limits = cardinality_limit, dict(limits or {})
+        # Longer label values are cut (``cap_label_value``); each stream's label values take at most
+        # limit * label_bytes_per_series bytes. Set both with ``set_label_limits``.
+        self.label_value_max_length = LABEL_VALUE_MAX_LENGTH
+        self.label_bytes_per_series = LABEL_BYTES_PER_SERIES
         self._shapes: dict[str, tuple[StreamShape, ...]] = {}
         self.configure({})
 
@@ -282,7 +331,8 @@ class Registry:
                                          f"each View its own name")
         for name in changed:
             family = self._families[name]
-            family._set_streams(tuple(Stream(family.spec, shape, 1, self._cells) for shape in wanted[name]))
+            family._set_streams(tuple(Stream(family.spec, shape, 1, self._cells, self.label_bytes_per_series)
+                                      for shape in wanted[name]))
         self._shapes = wanted
         self.set_limits(self._default_limit, self._limits)
 
@@ -308,6 +358,22 @@ class Registry:
         for family in self._families.values():
             for stream in family.streams:
                 stream.limit = self.limit_for(stream.name, family.name)
+
+    def set_label_limits(self, max_length: int = LABEL_VALUE_MAX_LENGTH,
+                         bytes_per_series: int = LABEL_BYTES_PER_SERIES) -> None:
+        """Label values longer than ``max_length`` characters are cut (``cap_label_value``), and each stream's
+        series may take ``bytes_per_series`` times its label-set limit in label bytes before new label sets
+        overflow. Applies to label sets resolved from now on; existing series are never dropped."""
+        if max_length < LABEL_VALUE_MIN_LENGTH:
+            raise ValueError(f"the label value length limit must be at least {LABEL_VALUE_MIN_LENGTH}, got "
+                             f"{max_length}")
+        if bytes_per_series < 1:
+            raise ValueError(f"the label bytes per series must be at least 1, got {bytes_per_series}")
+        self.label_value_max_length = max_length
+        self.label_bytes_per_series = bytes_per_series
+        for family in self._families.values():
+            for stream in family.streams:
+                stream.bytes_per_series = bytes_per_series
 
     # -- the SDK bridge's hooks ---------------------------------------------------------------------------
     def on_new_series(self, hook: NewSeries | None) -> None:

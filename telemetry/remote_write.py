@@ -57,7 +57,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from telemetry.catalogue import SCOPE_NAME, Kind, sample_names
 from telemetry.export import DEFAULT_EXPORT_TIMEOUT_S, periodic_reader
-from telemetry.exposition.render import _value, format_float, label_name, otel_name
+from telemetry.exposition.labels import BUCKET_LABEL, label_pairs, reserved_names
+from telemetry.exposition.render import format_float, otel_name
 
 try:
     from opentelemetry.exporter.prometheus_remote_write import PrometheusRemoteWriteMetricsExporter
@@ -82,15 +83,16 @@ def job_and_instance(resource: Resource) -> dict[str, str]:
     return labels
 
 
-def _labels(attributes: Mapping[str, Any] | None, target: Mapping[str, str]) -> dict[str, str]:
-    """Attributes as Prometheus label names and values, as ``/metrics`` renders them, plus ``target``."""
-    merged: dict[str, list[str]] = {}
-    for key in sorted(attributes or {}):
-        name = label_name(key)
-        if name in target:
-            name = f"exported_{name}"
-        merged.setdefault(name, []).append(_value(attributes[key]))  # type: ignore[index]
-    return {**{k: ";".join(v) for k, v in merged.items()}, **target}
+def _labels(attributes: Mapping[str, Any] | None, target: Mapping[str, str],
+            reserved: frozenset[str]) -> dict[str, str]:
+    """Attributes as Prometheus label names and values, as ``/metrics`` renders them (one sanitiser,
+    ``telemetry.exposition.labels``), plus ``target``; an attribute named like a target label becomes
+    ``exported_<name>``."""
+    pairs = label_pairs(attributes, reserved)
+    renamed: dict[str, list[str]] = {}
+    for name, value in pairs:
+        renamed.setdefault(f"exported_{name}" if name in target else name, []).append(value)
+    return {**{k: ";".join(v) for k, v in renamed.items()}, **target}
 
 
 class RemoteWriteExporter(PrometheusRemoteWriteMetricsExporter):
@@ -153,14 +155,16 @@ class RemoteWriteExporter(PrometheusRemoteWriteMetricsExporter):
         if any(s in taken for s in samples):  # one family per name, as on /metrics
             return None
         taken.update(samples)
-        points = [replace(p, attributes=_labels(p.attributes, target)) for p in data.data_points]
+        # The histogram translation adds le and every series gets __name__: an attribute must not repeat them.
+        reserved = reserved_names(histogram=kind is Kind.HISTOGRAM)
+        points = [replace(p, attributes=_labels(p.attributes, target, reserved)) for p in data.data_points]
         return replace(metric, name=name, unit="", data=replace(data, data_points=points))
 
     @staticmethod
     def _target_info(resource: Resource, target: Mapping[str, str]) -> Metric:
         attributes = {k: v for k, v in resource.attributes.items() if k not in _RESOURCE_LABELS}
         now = time.time_ns()
-        point = NumberDataPoint(_labels(attributes, target), now, now, 1)
+        point = NumberDataPoint(_labels(attributes, target, reserved_names()), now, now, 1)
         return Metric(TARGET_INFO, "Target metadata", "", Gauge([point]))
 
     # -- the stock exporter's histogram translation, corrected --------------------------------------------
@@ -174,7 +178,7 @@ class RemoteWriteExporter(PrometheusRemoteWriteMetricsExporter):
         cumulative = 0
         for bound, count in zip(bounds, data_point.bucket_counts, strict=True):
             cumulative += count
-            attrs = (*base, ("__name__", f"{name}_bucket"), ("le", format_float(float(bound))))
+            attrs = (*base, ("__name__", f"{name}_bucket"), (BUCKET_LABEL, format_float(float(bound))))
             out.append((attrs, (cumulative, timestamp)))
         out.append(((*base, ("__name__", f"{name}_sum")), (data_point.sum, timestamp)))
         out.append(((*base, ("__name__", f"{name}_count")), (data_point.count, timestamp)))

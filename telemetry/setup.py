@@ -120,6 +120,7 @@ def setup(settings: Settings | None = None, *, registry: Registry | None = None,
                 mode.close()
             raise
         registry.set_limits(settings.cardinality_limit, settings.cardinality_limits)
+        registry.set_label_limits(settings.label_value_max_length, settings.label_bytes_per_series)
         recorders = Recorders(registry, gauge_refresh_seconds=settings.gauge_refresh_seconds)
         if settings.sdk_disabled:
             _log.info("OTEL_SDK_DISABLED is set: no metrics endpoint, nothing exported")

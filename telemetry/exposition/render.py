@@ -13,7 +13,6 @@ per name, so the exposition never has a second ``# HELP``/``# TYPE`` line for a 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -30,6 +29,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from telemetry.catalogue import OVERFLOW_LABEL, Kind, sample_names
+from telemetry.exposition.labels import label_pairs, reserved_names
 from telemetry.registry import Registry
 from telemetry.store import Stream
 
@@ -194,7 +194,6 @@ _UNITS = {
 }
 _PER = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month", "y": "year"}
 _INVALID = re.compile(r"[^a-zA-Z0-9_:]")
-_INVALID_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 _REPEATS = re.compile(r"__+")
 
 
@@ -224,34 +223,18 @@ def otel_name(name: str, unit: str, *, counter: bool, gauge: bool) -> str:
     return f"{base}_total" if counter else base
 
 
-def label_name(key: str) -> str:
-    name = _INVALID_LABEL.sub("_", key)
-    if name[:1].isdigit():
-        name = "key_" + name
-    return name
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list | tuple):  # sequence attributes as JSON, as the stock exporter writes them
-        return json.dumps(list(v))
-    return str(v)
-
-
-def _inner(attributes: Mapping[str, Any] | None, extra: str = "") -> str:
+def _inner(attributes: Mapping[str, Any] | None, extra: str, reserved: frozenset[str]) -> str:
     if not attributes:
         return extra
-    names = [label_name(k) for k in attributes]
-    if len(set(names)) == len(names):
-        return extra + "".join(f'{n}="{escape_label_value(_value(v))}",'
-                               for n, v in zip(names, attributes.values(), strict=True))
-    # Keys that sanitise to one label name ("a.b", "a_b") would repeat a label, which fails the whole
-    # scrape: join their values with ";" in the order of the original keys (OpenTelemetry's rule).
-    merged: dict[str, list[str]] = {}
-    for key in sorted(attributes):
-        merged.setdefault(label_name(key), []).append(_value(attributes[key]))
-    return extra + "".join(f'{n}="{escape_label_value(";".join(v))}",' for n, v in merged.items())
+    return extra + "".join(f'{n}="{escape_label_value(v)}",' for n, v in label_pairs(attributes, reserved))
+
+
+def _names_in(inner: str) -> tuple[str, ...]:
+    """The label names of rendered pairs (``a="x",b="y",``)."""
+    return tuple(_PAIR_NAME.findall(inner))
+
+
+_PAIR_NAME = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="(?:[^"\\]|\\.)*",')
 
 
 def render_otel(data: MetricsData | None, out: list[str], *, target_info: bool, scope_labels: bool,
@@ -275,7 +258,7 @@ def render_otel(data: MetricsData | None, out: list[str], *, target_info: bool, 
                 _render_metric(metric, scope, families, taken, renderer)
     if target_info and resource_attrs and "target_info" not in taken:
         out.append(_header("target_info", "Target metadata", "gauge"))
-        inner = _inner(resource_attrs, extra)
+        inner = _inner(resource_attrs, extra, reserved_names(fixed=_names_in(extra)))
         out.append(f"target_info{{{inner[:-1]}}} 1\n")
     for name, (kind, help_text, lines) in families.items():
         out.append(_header(name, help_text, kind))
@@ -310,8 +293,9 @@ def _render_metric(metric: Any, scope: str, families: dict[str, tuple[str, str, 
         renderer.warn_once(name, f"another scope exposes it as a {entry[0]}, this one as a {kind.value}")
         return
     lines = entry[2]
+    reserved = reserved_names(histogram=kind is Kind.HISTOGRAM, fixed=_names_in(scope))
     for point in data.data_points:
-        inner = _inner(point.attributes, scope)
+        inner = _inner(point.attributes, scope, reserved)
         if isinstance(point, NumberDataPoint):
             labels = "{" + inner[:-1] + "}" if inner else ""
             lines.append(f"{name}{labels} {format_float(point.value)}\n")

@@ -22,9 +22,11 @@ from bisect import bisect_left
 from typing import Any
 
 from telemetry import cells as _cells
-from telemetry.cells import CounterCell, GaugeCell, HistogramCell
+from telemetry.cells import EXACT_MAX, CounterCell, GaugeCell, HistogramCell, gauge_value, increment, observation
 
 _INF = float("inf")
+_EXACT = EXACT_MAX  # bigger ints are converted by number()
+_ONE = 1  # the default increment, checked by identity on the hot path
 _now = time.time
 
 
@@ -39,12 +41,13 @@ class SharedCounterCell(CounterCell):
         self._i = index
 
     def inc(self, amount: int | float = 1) -> None:
-        if 0 <= amount < _INF:
-            with self._lock:
-                value = self.value = self.value + amount
-                self._buf[self._i] = value
-        else:
-            CounterCell.inc(self, amount)  # raises the in-memory cell's ValueError
+        if amount is not _ONE:  # inc(): nothing to check
+            cls = amount.__class__
+            if (cls is not int and cls is not float) or not 0 <= amount <= _EXACT:
+                amount = increment(self._metric, amount)  # converts, or raises the in-memory cell's error
+        with self._lock:
+            value = self.value = self.value + amount
+            self._buf[self._i] = value
 
     def reset(self) -> None:
         """Forget the numbers (a forked child starts its own file from zero)."""
@@ -63,28 +66,31 @@ class SharedGaugeCell(GaugeCell):
         self._i = index
 
     def set(self, value: int | float) -> None:
-        if -_INF < value < _INF:
-            with self._lock:
-                self.value = value
-                buf, i = self._buf, self._i
-                buf[i] = value
-                buf[i + 1] = _now()
-        else:
-            GaugeCell.set(self, value)
+        cls = value.__class__
+        if (cls is not int and cls is not float) or not -_EXACT <= value <= _EXACT:
+            value = gauge_value(self._metric, value)
+        with self._lock:
+            self.value = value
+            self.written = True
+            buf, i = self._buf, self._i
+            buf[i] = value
+            buf[i + 1] = _now()
 
     def inc(self, amount: int | float = 1) -> None:
-        if -_INF < amount < _INF:
-            with self._lock:
-                value = self.value = self.value + amount
-                buf, i = self._buf, self._i
-                buf[i] = value
-                buf[i + 1] = _now()
-        else:
-            GaugeCell.inc(self, amount)
+        cls = amount.__class__
+        if (cls is not int and cls is not float) or not -_EXACT <= amount <= _EXACT:
+            amount = gauge_value(self._metric, amount, "gauge changes")
+        with self._lock:
+            value = self.value = self.value + amount
+            self.written = True
+            buf, i = self._buf, self._i
+            buf[i] = value
+            buf[i + 1] = _now()
 
     def reset(self) -> None:
         self._lock = threading.Lock()
         self.value = 0
+        self.written = False
 
 
 class SharedHistogramCell(HistogramCell):
@@ -100,15 +106,14 @@ class SharedHistogramCell(HistogramCell):
         self._s = index + len(bounds) + 1
 
     def observe(self, value: int | float) -> None:
-        if not 0 <= value < _INF:
-            HistogramCell.observe(self, value)  # raises the in-memory cell's ValueError
+        cls = value.__class__
+        if (cls is not int and cls is not float) or not 0 <= value <= _EXACT:
+            value = observation(self._metric, value)  # converts, or raises the in-memory cell's error
         self._sample(self._record(value), value)
 
     def observe_measured(self, value: int | float) -> None:
         """As ``observe`` without the exemplar: recorded (and checked) at once."""
-        if not 0 <= value < _INF:
-            HistogramCell.observe(self, value)
-        self._record(value)
+        self._record(observation(self._metric, value))
 
     def _record(self, value: int | float) -> int:
         """Add ``value`` in memory and in the slots; returns its bucket."""

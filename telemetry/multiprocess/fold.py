@@ -16,7 +16,9 @@ the one exception).
 
 What is read is validated, not trusted: a counter must be finite and >= 0, a gauge finite, a histogram's
 bucket counts whole numbers >= 0 with a finite sum >= 0. An entry that fails is left out and the file logged
-once; an entry of another shape (a stream whose buckets or labels changed between deployments) too.
+once; an entry of another shape (a stream whose buckets or labels changed between deployments) too. A gauge
+entry with no write time was never set (its process made the series, then a ``set`` failed or none came): it
+is left out quietly, as the process's own in-memory view leaves it out.
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ def _fold_sums(shape: Shape, groups: list[tuple[FileData, Fits]],
                 if not (-_INF < value < _INF and 0 <= values[first + 1] < _INF):
                     bad += 1
                     continue
+                if not values[first + 1]:  # never written (no write time): not exposed, as in memory
+                    continue
             elif not 0 <= value < _INF:
                 bad += 1
                 continue
@@ -146,6 +150,8 @@ def _fold_latest(shape: Shape, groups: list[tuple[FileData, Fits]],
             value, written = values[first], values[first + 1]
             if not (-_INF < value < _INF and 0 <= written < _INF):
                 bad += 1
+                continue
+            if not written:  # never written: not exposed, as a gauge series in memory is not
                 continue
             point = (written, value)
             if flags or (admitted is not None and labels not in admitted):

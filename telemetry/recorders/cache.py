@@ -10,6 +10,7 @@ from telemetry.catalogue import (
     CACHE_UPLOADED_BYTES,
     CACHE_UPLOADS,
 )
+from telemetry.cells import MAX_NUMBER, shown
 from telemetry.registry import CounterChild, Registry
 
 
@@ -47,5 +48,5 @@ class Cache:
 
 def _check_bytes(metric: str, size_bytes: int) -> None:
     """Checked before anything is recorded, so a bad call leaves every counter as it was."""
-    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 0:
-        raise ValueError(f"{metric}: byte counts must be whole numbers >= 0, got {size_bytes!r}")
+    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or not 0 <= size_bytes <= MAX_NUMBER:
+        raise ValueError(f"{metric}: byte counts must be whole numbers >= 0, got {shown(size_bytes)}")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from telemetry.catalogue import RUNS_DURATION, RUNS_TOTAL
+from telemetry.cells import EXACT_MAX, MAX_NUMBER, number, shown
 from telemetry.registry import CounterChild, HistogramChild, Registry
 
-_INF = float("inf")
+_MAX = MAX_NUMBER
+_EXACT = EXACT_MAX  # bigger ints are converted to floats by number()
 
 
 class Runs:
@@ -18,10 +20,11 @@ class Runs:
 
     def record(self, name: str, *, is_ci: bool, status: int, duration_ms: float) -> None:
         """One run of ``tuist <name>``: ``status`` is 0 on success and 1 on failure, as the doc says."""
-        # Checked before any series is created, so a bad call leaves no trace on /metrics.
-        if not 0 <= duration_ms < _INF:
-            raise ValueError(f"{RUNS_DURATION}: duration_ms must be finite and >= 0, "
-                             f"got {duration_ms!r}")
+        # Converted and checked before any series is created or counted, so a bad call leaves no trace on
+        # /metrics: the counter and the histogram move together or not at all.
+        cls = duration_ms.__class__
+        if (cls is not int and cls is not float) or not 0 <= duration_ms <= _EXACT:
+            duration_ms = _duration(duration_ms)
         key = (name, is_ci, status)
         pair = self._bound.get(key)
         # True == 1 and hashes alike: without the type checks, is_ci=1 or status=True would hit a cached
@@ -41,3 +44,10 @@ class Runs:
         if len(self._bound) < 4 * self._total.limit:  # bounded like the families' own caches; overflowed too
             self._bound[key] = pair
         return pair
+
+
+def _duration(value: object) -> float | int:
+    converted = number(RUNS_DURATION, value)  # TypeError for bools, text and non-numbers
+    if not 0 <= converted <= _MAX:
+        raise ValueError(f"{RUNS_DURATION}: duration_ms must be finite and >= 0, got {shown(value)}")
+    return converted

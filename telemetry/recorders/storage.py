@@ -15,10 +15,10 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from telemetry.catalogue import STORAGE_OPERATIONS, storage_names
+from telemetry.cells import MAX_NUMBER, number, shown
 from telemetry.registry import CounterFamily, HistogramFamily, LabelValue, Registry
 
 P = ParamSpec("P")
-_INF = float("inf")
 R = TypeVar("R")
 
 
@@ -52,11 +52,17 @@ class Operation:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        size = self.size_bytes if self._size is not None else None
-        # Checked before anything is recorded, so a bad size leaves every series as it was.
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int | float) or not 0 <= size < _INF):
-            metric = self._size.name if self._size else ""
-            raise ValueError(f"{metric}: size_bytes must be a number of bytes >= 0, got {size!r}")
+        size: int | float | None = self.size_bytes if self._size is not None else None
+        # Converted and checked before anything is recorded, so a bad size leaves every series as it was.
+        if size is not None and self._size is not None:
+            metric = self._size.name
+            try:
+                size = number(metric, size)
+            except TypeError:
+                size = None
+            if size is None or not 0 <= size <= MAX_NUMBER:
+                raise ValueError(f"{metric}: size_bytes must be a number of bytes >= 0, got "
+                                 f"{shown(self.size_bytes)}")
         self._duration.observe((time.perf_counter_ns() - self._start) / 1e6)
         self._count.inc()
         if self._size is not None and size is not None:

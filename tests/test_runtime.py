@@ -20,7 +20,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 
 from telemetry import catalogue as cat
 from telemetry.exposition.reader import PrometheusReader
-from telemetry.exposition.render import label_name, otel_name
+from telemetry.exposition.labels import label_name
+from telemetry.exposition.render import otel_name
 from telemetry.instrumentation.process import ProcessReader, Reading
 from telemetry.instrumentation.runtime import RuntimeMetrics
 from telemetry.testing import parse_exposition, sample_total, sample_value

@@ -10,7 +10,6 @@ it starts its own ``Service`` from the environment and closes it when the worker
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from starlette.routing import Route
 
 from service import api, pages
 from service.components import Service
+from service.inputs import malformed
 from service.storage import STORE_PREFIX, StoreError
 from telemetry.analytics import PageViewMiddleware
 from telemetry.instrumentation.asgi import ASGIApp, Receive, Scope, Send, instrument_asgi
@@ -78,6 +78,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
+    if malformed(exc):  # unusable client input that got past the handlers' checks: the client's error
+        return JSONResponse({"error": "the request has text the service cannot read or store", "status": 400},
+                            status_code=400)
     _log.error("unhandled error", exc_info=exc)
     capture_exception(exc)
     return JSONResponse({"error": "internal error", "status": 500}, status_code=500)
@@ -120,10 +123,6 @@ def create_app(service: Service, *, instrument: bool = True) -> ASGIApp:
     return instrument_asgi(app, registry=service.telemetry.registry, tracer_provider=service.tracing.provider)
 
 
-# The presigned-URL secret the workers of one service share (``python -m service`` sets it, hex).
-STORE_SECRET_ENV = "SERVICE_WORKER_STORE_SECRET"
-
-
 class _ClosesOnShutdown:
     """Answers the ASGI lifespan protocol, calling ``close`` at shutdown; everything else goes to ``app``."""
 
@@ -152,6 +151,6 @@ def create_worker_app() -> ASGIApp:
     settings = ServiceSettings.from_env()
     logs.configure(settings.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    secret = os.environ.get(STORE_SECRET_ENV)
+    secret = settings.worker_store_secret  # the presigned-URL key python -m service shares with its workers
     service = Service.start(settings, store_secret=bytes.fromhex(secret) if secret else None)
     return _ClosesOnShutdown(create_app(service), service.close)

@@ -311,6 +311,8 @@ def test_failure_rate_makes_api_routes_fail_and_reports_to_sentry(tmp_path: Path
     ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"}, "DATABASE_URL"),  # nothing listens
     ({"SERVICE_PORT": "99999"}, "SERVICE_PORT"),
     ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+    ({"SERVICE_PUBLIC_URL": "127.0.0.1:8080"}, "SERVICE_PUBLIC_URL"),
+    ({"DATABASE_URL": "postgresql://qa@127.0.0.1:x/test"}, "DATABASE_URL"),
     ({"TUIST_METRICS_CARDINALITY_LIMIT": "0"}, "TUIST_METRICS_CARDINALITY_LIMIT"),
 ])
 def test_a_bad_setting_fails_at_startup_naming_it(tmp_path: Path, env: dict[str, str], named: str) -> None:

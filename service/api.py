@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from service import auth
 from service.components import Service
 from service.db import Account, Preview, Project, Run
-from service.inputs import json_object, malformed
+from service.inputs import MALFORMED, json_object, malformed
 from service.storage import StoreError
 from telemetry import logs
 from telemetry.analytics import Event
@@ -70,7 +70,7 @@ def api(handler: Handler) -> Handler:
             return error(exc.status, str(exc))
         except Exception as exc:
             if malformed(exc):
-                return error(400, "the request has text the service cannot read or store")
+                return error(400, MALFORMED)
             _log.error("unhandled error in %s", handler.__name__, exc_info=exc)
             capture_exception(exc)
             return error(500, "internal error")

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from service import api, pages
 from service.components import Service
-from service.inputs import malformed
+from service.inputs import MALFORMED, MALFORMED_ERRORS
 from service.storage import STORE_PREFIX, StoreError
 from telemetry.analytics import PageViewMiddleware
 from telemetry.instrumentation.asgi import ASGIApp, Receive, Scope, Send, instrument_asgi
@@ -77,10 +77,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
                         headers=exc.headers)
 
 
+async def malformed_input(request: Request, exc: Exception) -> Response:
+    """Unusable client input that got past a route's own checks (text that cannot be encoded): 400, not 500."""
+    return api.error(400, MALFORMED)
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
-    if malformed(exc):  # unusable client input that got past the handlers' checks: the client's error
-        return JSONResponse({"error": "the request has text the service cannot read or store", "status": 400},
-                            status_code=400)
     _log.error("unhandled error", exc_info=exc)
     capture_exception(exc)
     return JSONResponse({"error": "internal error", "status": 500}, status_code=500)
@@ -113,7 +115,8 @@ def create_app(service: Service, *, instrument: bool = True) -> ASGIApp:
     # Page views only when analytics are on: a disabled PageViewMiddleware would pass every request through.
     middleware = ([Middleware(PageViewMiddleware, analytics=service.analytics)]
                   if instrument and service.analytics.enabled else [])
-    handlers: dict[Any, Any] = {HTTPException: http_error, Exception: server_error}
+    handlers: dict[Any, Any] = {HTTPException: http_error, **{kind: malformed_input for kind in MALFORMED_ERRORS},
+                                Exception: server_error}
     app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=handlers)
     app.state.service = service
     if not instrument:

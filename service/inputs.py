@@ -1,8 +1,8 @@
 """What the service accepts from a client before any handler works with it: JSON bodies (size, nesting depth,
 strings), and which exceptions mean "the request was malformed" (a 400 with a JSON error, never a 500).
 
-``json_object(request)`` is the one JSON body reader of the API; ``malformed(exc)`` is what ``api`` handlers and
-the app's last-resort error handler ask before answering 500.
+``json_object(request)`` is the one JSON body reader of the API; ``malformed(exc)`` is what ``api`` handlers ask
+before answering 500, and the app answers ``MALFORMED_ERRORS`` escaping any other route with 400.
 """
 
 from __future__ import annotations
@@ -30,10 +30,15 @@ class BadInput(HTTPException):
         super().__init__(status, message)
 
 
+# Exceptions that, escaping a handler, mean unusable client input (answered 400, not 500): text that cannot be
+# encoded or decoded (a lone surrogate, bytes that are not UTF-8).
+MALFORMED_ERRORS: tuple[type[Exception], ...] = (UnicodeError,)
+MALFORMED = "the request has text the service cannot read or store"
+
+
 def malformed(exc: BaseException) -> bool:
-    """Whether an exception that escaped a handler comes from unusable client input (answer 400, not 500):
-    text that cannot be encoded or decoded (a lone surrogate, bytes that are not UTF-8)."""
-    return isinstance(exc, UnicodeError)
+    """Whether an exception that escaped a handler comes from unusable client input."""
+    return isinstance(exc, MALFORMED_ERRORS)
 
 
 async def read_body(request: Request, limit: int = MAX_JSON_BYTES) -> bytes:

@@ -170,6 +170,8 @@ FIELDS: tuple[Field, ...] = (
     Field("service_name", "OTEL_SERVICE_NAME", parse_text, "service.name of the resource."),
     Field("resource_attributes", "OTEL_RESOURCE_ATTRIBUTES", parse_text,
           "Extra resource attributes, key=value,key=value (read by the OpenTelemetry SDK)."),
+    Field("metrics_exporter", "OTEL_METRICS_EXPORTER", parse_names,
+          "Metric exporters beside /metrics, comma-separated: otlp adds the stock OTLP/HTTP reader (the otlp extra)."),
     Field("service_version", "TUIST_SERVICE_VERSION", parse_text, "service.version of the resource and info metric."),
     Field("git_sha", "TUIST_GIT_SHA", parse_text, "Git commit of the running build, shown on the info metric."),
     Field("metrics_host", "TUIST_METRICS_HOST", parse_text, "Address the /metrics endpoint binds to."),
@@ -295,6 +297,7 @@ class Settings(EnvSettings):
     sdk_disabled: bool = False
     service_name: str = ""
     resource_attributes: str = ""
+    metrics_exporter: str = ""
     service_version: str = ""
     git_sha: str = ""
     metrics_host: str = "0.0.0.0"

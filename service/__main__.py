@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.components import Service
     from service.settings import ENV, ServiceSettings
     from telemetry import logs
-    from telemetry.config import SettingsError
+    from telemetry.config import SettingsError, redact
     from telemetry.exposition.server import ExpositionError
 
     overrides: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port),
@@ -88,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (OperationalError, ArgumentError) as exc:  # the database named by DATABASE_URL is unusable
         first = str(exc.orig if isinstance(exc, OperationalError) else exc).strip().splitlines()[0]
-        print(f"service: cannot use the database at {ENV['database_url']}={settings.database_url or '(default)'}"
-              f": {first}", file=sys.stderr)
+        # Both the URL and the driver's message (which may quote the URL) lose the password.
+        print(redact(f"service: cannot use the database at {ENV['database_url']}="
+                     f"{settings.database_url or '(default)'}: {first}"), file=sys.stderr)
         return 2
 
     config = uvicorn.Config(create_app(service), host=settings.host, port=settings.port, log_config=None,
@@ -129,23 +130,24 @@ def run_workers(settings: Any, metrics_port: int | None) -> int:
     import httpx
     import uvicorn
 
-    from service.app import STORE_SECRET_ENV
     from service.db import Database, make_engine
     from telemetry.config import Settings as TelemetrySettings
 
-    multiprocess_env = TELEMETRY_ENV["multiprocess_dir"]
-    if not os.environ.get(multiprocess_env):
+    # The workers build their settings from the environment: hand them this process's (written, never read
+    # here: the settings objects read the environment).
+    overrides = {} if metrics_port is None else {"metrics_port": metrics_port}
+    telemetry_settings = TelemetrySettings.from_env(**overrides)  # a bad TUIST_* setting stops here, not in N workers
+    multiprocess_dir = telemetry_settings.multiprocess_dir
+    if not multiprocess_dir:
         directory = (settings.data_path / "metrics-multiproc").resolve()
         shutil.rmtree(directory, ignore_errors=True)  # no counts left over from an earlier run
         directory.mkdir(parents=True)
-        os.environ[multiprocess_env] = str(directory)
-    if metrics_port is not None:
-        os.environ[TELEMETRY_ENV["metrics_port"]] = str(metrics_port)
-    # The workers build their settings from the environment: hand them this process's.
-    os.environ.update({ENV["host"]: settings.host, ENV["port"]: str(settings.port),
+        multiprocess_dir = str(directory)
+    os.environ.update({TELEMETRY_ENV["multiprocess_dir"]: multiprocess_dir,
+                       TELEMETRY_ENV["metrics_port"]: str(telemetry_settings.metrics_port),
+                       ENV["host"]: settings.host, ENV["port"]: str(settings.port),
                        ENV["data_dir"]: settings.data_dir, ENV["traffic"]: "false", ENV["workers"]: "1",
-                       STORE_SECRET_ENV: secrets.token_hex(32)})
-    telemetry_settings = TelemetrySettings.from_env()  # a bad TUIST_* setting stops here, not in N workers
+                       ENV["worker_store_secret"]: secrets.token_hex(32)})
     # The database is created and seeded once, here; the replayer signs in with these credentials.
     settings.data_path.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url, pool_size=1, max_overflow=0)
@@ -170,7 +172,7 @@ def run_workers(settings: Any, metrics_port: int | None) -> int:
         else:
             return
         _ready(settings, f"{metrics_host}:{telemetry_settings.metrics_port}{telemetry_settings.metrics_path}",
-               replayer, f"workers:  {settings.workers}, metrics in {os.environ[multiprocess_env]}\n")
+               replayer, f"workers:  {settings.workers}, metrics in {multiprocess_dir}\n")
 
     announcer = threading.Thread(target=announce, name="announce", daemon=True)
     announcer.start()

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from service import auth
 from service.components import Service
 from service.db import Account, Preview, Project, Run
+from service.inputs import MALFORMED, json_object, malformed
 from service.storage import StoreError
 from telemetry import logs
 from telemetry.analytics import Event
@@ -68,6 +69,8 @@ def api(handler: Handler) -> Handler:
         except StoreError as exc:
             return error(exc.status, str(exc))
         except Exception as exc:
+            if malformed(exc):
+                return error(400, MALFORMED)
             _log.error("unhandled error in %s", handler.__name__, exc_info=exc)
             capture_exception(exc)
             return error(500, "internal error")
@@ -76,16 +79,6 @@ def api(handler: Handler) -> Handler:
 
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status_code=status)
-
-
-async def json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPException(400, "the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise HTTPException(400, "the request body must be a JSON object")
-    return body
 
 
 def get(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
@@ -125,7 +118,10 @@ def caller(request: Request) -> auth.Caller:
 
 
 def project_slug(request: Request) -> tuple[str, str]:
+    """The ``{account}/{project}`` of the path; 404 for one no account or project could be named."""
     account, project = request.path_params["account"], request.path_params["project"]
+    if not (_NAME.fullmatch(account) and _NAME.fullmatch(project)):
+        raise HTTPException(404, f"no project {account}/{project}")
     return account, project
 
 

@@ -10,7 +10,6 @@ it starts its own ``Service`` from the environment and closes it when the worker
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from starlette.routing import Route
 
 from service import api, pages
 from service.components import Service
+from service.inputs import MALFORMED, MALFORMED_ERRORS
 from service.storage import STORE_PREFIX, StoreError
 from telemetry.analytics import PageViewMiddleware
 from telemetry.instrumentation.asgi import ASGIApp, Receive, Scope, Send, instrument_asgi
@@ -77,6 +77,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
                         headers=exc.headers)
 
 
+async def malformed_input(request: Request, exc: Exception) -> Response:
+    """Unusable client input that got past a route's own checks (text that cannot be encoded): 400, not 500."""
+    return api.error(400, MALFORMED)
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     _log.error("unhandled error", exc_info=exc)
     capture_exception(exc)
@@ -110,7 +115,8 @@ def create_app(service: Service, *, instrument: bool = True) -> ASGIApp:
     # Page views only when analytics are on: a disabled PageViewMiddleware would pass every request through.
     middleware = ([Middleware(PageViewMiddleware, analytics=service.analytics)]
                   if instrument and service.analytics.enabled else [])
-    handlers: dict[Any, Any] = {HTTPException: http_error, Exception: server_error}
+    handlers: dict[Any, Any] = {HTTPException: http_error, **{kind: malformed_input for kind in MALFORMED_ERRORS},
+                                Exception: server_error}
     app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers=handlers)
     app.state.service = service
     if not instrument:
@@ -118,10 +124,6 @@ def create_app(service: Service, *, instrument: bool = True) -> ASGIApp:
     # Spans only when tracing exports them (service.tracing.provider is None otherwise); OpenTelemetry's own
     # http.server.* metrics are left out: http_requests_total and http_request_duration_seconds cover them.
     return instrument_asgi(app, registry=service.telemetry.registry, tracer_provider=service.tracing.provider)
-
-
-# The presigned-URL secret the workers of one service share (``python -m service`` sets it, hex).
-STORE_SECRET_ENV = "SERVICE_WORKER_STORE_SECRET"
 
 
 class _ClosesOnShutdown:
@@ -152,6 +154,6 @@ def create_worker_app() -> ASGIApp:
     settings = ServiceSettings.from_env()
     logs.configure(settings.log_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    secret = os.environ.get(STORE_SECRET_ENV)
+    secret = settings.worker_store_secret  # the presigned-URL key python -m service shares with its workers
     service = Service.start(settings, store_secret=bytes.fromhex(secret) if secret else None)
     return _ClosesOnShutdown(create_app(service), service.close)

@@ -8,7 +8,6 @@ it) and ``close()`` stops them in reverse. The web layer (``service.app``) only 
 from __future__ import annotations
 
 import logging
-import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,7 @@ from service.storage import ArtifactStore, NodeCache
 from telemetry import Recorders, Telemetry
 from telemetry.analytics import Analytics
 from telemetry.analytics import User as AnalyticsUser
-from telemetry.config import ENV as TELEMETRY_ENV
+from telemetry.config import Settings as TelemetrySettings
 from telemetry.health import Health
 from telemetry.instrumentation.httpx import instrument_httpx
 from telemetry.instrumentation.sqlalchemy import instrument_sqlalchemy
@@ -62,9 +61,9 @@ class Service:
         overrides: dict[str, Any] = {}
         if metrics_port is not None:
             overrides["metrics_port"] = metrics_port
-        if TELEMETRY_ENV["metrics_host"] not in os.environ:
+        if not TelemetrySettings.from_environment("metrics_host"):
             overrides["metrics_host"] = settings.host  # a dev service keeps /metrics on its own interface
-        if TELEMETRY_ENV["service_name"] not in os.environ:
+        if not TelemetrySettings.from_environment("service_name"):
             overrides["service_name"] = SERVICE_NAME
         running = telemetry.setup(**overrides)
         closers: list[Any] = [telemetry.shutdown]

@@ -8,12 +8,22 @@ a message naming the variable. Telemetry's own variables (``TUIST_METRICS_PORT``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from telemetry.config import ENV as TELEMETRY_ENV
-from telemetry.config import EnvSettings, Field, _bool, _port, _positive_float, _positive_int, _text
+from telemetry.config import (
+    EnvSettings,
+    Field,
+    parse_bool,
+    parse_port,
+    parse_positive_float,
+    parse_positive_int,
+    parse_text,
+    parse_url,
+)
 
 
 def _rate(raw: str) -> float:
@@ -26,12 +36,25 @@ def _rate(raw: str) -> float:
 def _database_url(raw: str) -> str:
     if raw and not raw.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
         raise ValueError("expected a sqlite:/// or postgresql:// URL")
+    if raw.startswith("postgres"):
+        try:
+            urlsplit(raw).port  # noqa: B018 (urlsplit checks the port only when it is read)
+        except ValueError:
+            raise ValueError("the port is not a number from 0 to 65535") from None
     return raw
 
 
 def _redis_url(raw: str) -> str:
     if raw and not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("expected a redis:// URL")
+    return raw
+
+
+def _hex(raw: str) -> str:
+    try:
+        bytes.fromhex(raw)
+    except ValueError:
+        raise ValueError("expected hexadecimal digits") from None
     return raw
 
 
@@ -50,41 +73,45 @@ def _non_negative_int(raw: str) -> int:
 
 
 FIELDS: tuple[Field, ...] = (
-    Field("host", "SERVICE_HOST", _text, "Address the service binds to."),
-    Field("port", "SERVICE_PORT", _port,
+    Field("host", "SERVICE_HOST", parse_text, "Address the service binds to."),
+    Field("port", "SERVICE_PORT", parse_port,
           f"Port of the service (its /metrics port is {TELEMETRY_ENV['metrics_port']})."),
-    Field("workers", "SERVICE_WORKERS", _positive_int,
+    Field("workers", "SERVICE_WORKERS", parse_positive_int,
           "Worker processes (uvicorn workers); above 1, telemetry runs in multi-process mode with its directory "
           "in <data dir>/metrics-multiproc unless TUIST_METRICS_MULTIPROCESS_DIR is set."),
-    Field("data_dir", "SERVICE_DATA_DIR", _text,
+    Field("data_dir", "SERVICE_DATA_DIR", parse_text,
           "Where the embedded SQLite database, the artifact store and the node-local cache live."),
     Field("database_url", "DATABASE_URL", _database_url,
           "Database URL: sqlite:///path or postgresql://user@host/db (default: SQLite in the data dir)."),
-    Field("db_pool_size", "SERVICE_DB_POOL_SIZE", _positive_int, "Connections the database pool keeps."),
+    Field("db_pool_size", "SERVICE_DB_POOL_SIZE", parse_positive_int, "Connections the database pool keeps."),
     Field("db_max_overflow", "SERVICE_DB_MAX_OVERFLOW", _non_negative_int,
           "Extra connections the pool opens under load and closes when they are returned."),
     Field("redis_url", "REDIS_URL", _redis_url,
           "Redis URL (redis://host:port/0); when set, readiness PINGs it and dashboard stats are cached there."),
-    Field("sentry_dsn", "SENTRY_DSN", _text, "Sentry DSN; unhandled errors are reported there when set."),
-    Field("environment", "SERVICE_ENVIRONMENT", _text, "Deployment environment name (Sentry, logs)."),
-    Field("public_url", "SERVICE_PUBLIC_URL", _text,
+    Field("sentry_dsn", "SENTRY_DSN", parse_text, "Sentry DSN; unhandled errors are reported there when set.",
+          secret=True),
+    Field("environment", "SERVICE_ENVIRONMENT", parse_text, "Deployment environment name (Sentry, logs)."),
+    Field("public_url", "SERVICE_PUBLIC_URL", parse_url,
           "Base URL presigned artifact URLs point at (default: http://<host>:<port>)."),
     Field("failure_rate", "SERVICE_FAILURE_RATE", _rate,
           "Probability (0..1) that an /api route fails with 500, to exercise error alerts."),
-    Field("traffic", "SERVICE_TRAFFIC", _bool, "Run the built-in replayer of CLI traffic."),
-    Field("traffic_workers", "SERVICE_TRAFFIC_WORKERS", _positive_int, "Concurrent replayer clients."),
-    Field("traffic_interval", "SERVICE_TRAFFIC_INTERVAL_SECONDS", _positive_float,
+    Field("traffic", "SERVICE_TRAFFIC", parse_bool, "Run the built-in replayer of CLI traffic."),
+    Field("traffic_workers", "SERVICE_TRAFFIC_WORKERS", parse_positive_int, "Concurrent replayer clients."),
+    Field("traffic_interval", "SERVICE_TRAFFIC_INTERVAL_SECONDS", parse_positive_float,
           "Pause of each replayer client between two rounds of traffic."),
-    Field("health_timeout", "SERVICE_HEALTH_TIMEOUT_SECONDS", _positive_float,
+    Field("health_timeout", "SERVICE_HEALTH_TIMEOUT_SECONDS", parse_positive_float,
           "Timeout of each readiness check (database, Redis)."),
-    Field("node_cache_entries", "SERVICE_NODE_CACHE_ENTRIES", _positive_int,
+    Field("node_cache_entries", "SERVICE_NODE_CACHE_ENTRIES", parse_positive_int,
           "Artifacts the node-local cache tier keeps before evicting the least recently used."),
     Field("log_level", "SERVICE_LOG_LEVEL", _log_level, "debug, info, warning or error."),
+    Field("worker_store_secret", "SERVICE_WORKER_STORE_SECRET", _hex,
+          "Set by python -m service for its workers (hex): the key that signs presigned artifact URLs, shared "
+          "so that any worker accepts a URL another signed.", secret=True),
 )
 ENV: Mapping[str, str] = {f.attr: f.env for f in FIELDS}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ServiceSettings(EnvSettings):
     """Everything the service reads from its environment. Build with ``ServiceSettings.from_env()``."""
 
@@ -98,7 +125,7 @@ class ServiceSettings(EnvSettings):
     db_pool_size: int = 5
     db_max_overflow: int = 10
     redis_url: str = ""
-    sentry_dsn: str = field(default="", repr=False)
+    sentry_dsn: str = ""
     environment: str = "development"
     public_url: str = ""
     failure_rate: float = 0.0
@@ -108,6 +135,7 @@ class ServiceSettings(EnvSettings):
     health_timeout: float = 1.0
     node_cache_entries: int = 64
     log_level: str = "INFO"
+    worker_store_secret: str = ""
 
     @property
     def data_path(self) -> Path:
@@ -131,13 +159,3 @@ class ServiceSettings(EnvSettings):
     def store_url(self) -> str:
         return (self.public_url or self.base_url).rstrip("/")
 
-
-def markdown_table() -> str:
-    """The configuration table of docs/service.md."""
-    defaults = ServiceSettings()
-    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
-    for f in FIELDS:
-        default = getattr(defaults, f.attr)
-        shown = "" if default in ("", {}) else f"`{str(default).lower() if isinstance(default, bool) else default}`"
-        rows.append(f"| `{f.env}` | {shown} | {f.help} |")
-    return "\n".join(rows)

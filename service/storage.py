@@ -28,6 +28,8 @@ from telemetry.recorders import Storage
 STORE_PREFIX = "/_store"
 _KEY = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 _SLUG = re.compile(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+")
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+MAX_PARTS = 10_000
 
 
 class StoreError(Exception):
@@ -42,6 +44,18 @@ def check_key(key: str) -> str:
     if not _KEY.fullmatch(key) or ".." in key.split("/"):
         raise StoreError(400, f"invalid object key {key!r}")
     return key
+
+
+def check_upload_id(upload_id: str) -> str:
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise StoreError(400, f"invalid upload id {upload_id!r}")
+    return upload_id
+
+
+def check_part_number(part_number: int) -> int:
+    if isinstance(part_number, bool) or not isinstance(part_number, int) or not 1 <= part_number <= MAX_PARTS:
+        raise StoreError(400, f"part_number must be from 1 to {MAX_PARTS}, got {part_number!r}")
+    return part_number
 
 
 class ArtifactStore:
@@ -94,15 +108,21 @@ class ArtifactStore:
             return upload_id
 
     def presign_part(self, key: str, upload_id: str, part_number: int) -> str:
+        # Checked before the operation is recorded: its labels carry these client-given values.
+        check_key(key)
+        check_upload_id(upload_id)
+        check_part_number(part_number)
         with self._storage.operation("multipart_generate_upload_part_presigned_url", object_key=key,
                                      part_number=part_number, upload_id=upload_id):
             self._upload(key, upload_id)
-            if not 1 <= part_number <= 10_000:
-                raise StoreError(400, f"part_number must be from 1 to 10000, got {part_number}")
             return self._url("PUT", key, {"upload_id": upload_id, "part_number": str(part_number)})
 
     def complete_multipart(self, key: str, upload_id: str, parts: Sequence[int]) -> int:
         """Concatenate ``parts`` in order into the object; returns its size."""
+        check_key(key)
+        check_upload_id(upload_id)
+        for n in parts:
+            check_part_number(n)
         with self._storage.operation("multipart_complete_upload", object_key=key, upload_id=upload_id):
             directory = self._upload(key, upload_id)
             if not parts or list(parts) != sorted(set(parts)):
@@ -147,7 +167,9 @@ class ArtifactStore:
             raise StoreError(403, "the presigned URL has expired")
         extra = {k: query[k] for k in ("upload_id", "part_number") if k in query}
         expected = self._signature(method, key, expires, extra)
-        if not hmac.compare_digest(expected, query.get("signature", "")):
+        # As bytes: compare_digest refuses non-ASCII text, and a client may send any (%C3%A9, %FF).
+        given = query.get("signature", "").encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(expected.encode(), given):
             raise StoreError(403, "signature mismatch")
 
     def read(self, key: str) -> Path:
@@ -157,6 +179,7 @@ class ArtifactStore:
         return path
 
     def write_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> None:
+        check_part_number(part_number)
         directory = self._upload(key, upload_id)
         tmp = directory / f".part-{part_number}.{uuid.uuid4().hex}"
         tmp.write_bytes(data)
@@ -167,9 +190,7 @@ class ArtifactStore:
         return self.objects / check_key(key)
 
     def _upload(self, key: str, upload_id: str) -> Path:
-        if not re.fullmatch(r"[0-9a-f]{32}", upload_id):
-            raise StoreError(400, f"invalid upload id {upload_id!r}")
-        directory = self.uploads / upload_id
+        directory = self.uploads / check_upload_id(upload_id)
         try:
             owner = (directory / "key").read_text()
         except FileNotFoundError:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 # Label value limits (see telemetry.registry.cap_label_value and telemetry.store.Stream), here so the settings
 # and the registry share one definition.
@@ -24,7 +26,7 @@ class SettingsError(ValueError):
     """A setting has a value the package cannot use; the message names the setting."""
 
 
-def _bool(raw: str) -> bool:
+def parse_bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
@@ -33,65 +35,101 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _port(raw: str) -> int:
+def parse_port(raw: str) -> int:
     port = int(raw)
     if not 0 <= port <= 65535:
         raise ValueError("expected a port number from 0 to 65535")
     return port
 
 
-def _positive_int(raw: str) -> int:
+def parse_positive_int(raw: str) -> int:
     value = int(raw)
     if value < 1:
         raise ValueError("expected a whole number of at least 1")
     return value
 
 
-def _label_length(raw: str) -> int:
+def parse_label_length(raw: str) -> int:
     value = int(raw)
     if value < LABEL_VALUE_MIN_LENGTH:
         raise ValueError(f"expected a whole number of at least {LABEL_VALUE_MIN_LENGTH}")
     return value
 
 
-def _positive_float(raw: str) -> float:
+def parse_positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0:
         raise ValueError("expected a number above 0")
     return value
 
 
-def _path(raw: str) -> str:
+def parse_path(raw: str) -> str:
     if not raw.startswith("/"):
         raise ValueError("expected a path starting with /")
     return raw
 
 
-def _basic_auth(raw: str) -> str:
+def parse_basic_auth(raw: str) -> str:
     if raw and ":" not in raw:
         raise ValueError("expected user:password")
     return raw
 
 
-def _limits(raw: str) -> Mapping[str, int]:
-    """``name=N,name=N``: per-metric label-set limits."""
+def parse_limits(raw: str | Mapping[str, int]) -> Mapping[str, int]:
+    """``name=N,name=N`` (or a mapping given as an argument): per-metric label-set limits."""
     from telemetry.catalogue import spec
 
+    items: list[tuple[str, object]]
+    if isinstance(raw, Mapping):
+        items = [(str(name), value) for name, value in raw.items()]
+    else:
+        items = []
+        for item in filter(None, (part.strip() for part in raw.split(","))):
+            name, sep, number = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected name=N, got {item!r}")
+            items.append((name.strip(), number))
     limits: dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, number = item.partition("=")
-        if not sep:
-            raise ValueError(f"expected name=N, got {item!r}")
-        spec(name.strip())  # raises KeyError naming the metric
-        limits[name.strip()] = _positive_int(number)
+    for metric, limit in items:
+        spec(metric)  # raises KeyError naming the metric
+        if isinstance(limit, bool) or not isinstance(limit, int | str):
+            raise ValueError(f"the limit of {metric} must be a whole number, got {limit!r}")
+        limits[metric] = parse_positive_int(str(limit))
     return limits
 
 
-def _text(raw: str) -> str:
+def parse_url(raw: str) -> str:
+    """An http(s) URL with a host and, if any, a port in range; empty means unset."""
+    if not raw:
+        return raw
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("expected an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("expected a host after http(s)://")
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port only when it is read)
+    except ValueError:
+        port = parts.netloc.rpartition(":")[2]
+        raise ValueError(f"the port {port} is not a port number from 0 to 65535") from None
     return raw
 
 
-def _catalogue_labels(raw: str) -> str:
+# scheme://user:password@ anywhere in a text (a URL, or an error message quoting one).
+_USERINFO_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):[^/?#\s]*@")
+
+
+def redact(url_or_value: str) -> str:
+    """``url_or_value`` with the password of every URL in it replaced by ``***``
+    (``postgresql://qa:pw@host/db`` → ``postgresql://qa:***@host/db``); other text is returned unchanged."""
+    return _USERINFO_PASSWORD.sub(r"\1:***@", url_or_value)
+
+
+def parse_text(raw: str) -> str:
+    return raw
+
+
+def parse_catalogue_labels(raw: str) -> str:
     """Comma-separated label names, each a label of some catalogue metric (kept as text; split where used)."""
     from telemetry.catalogue import CATALOGUE
 
@@ -106,7 +144,7 @@ def _catalogue_labels(raw: str) -> str:
     return raw
 
 
-def _section_rules(raw: str) -> str:
+def parse_section_rules(raw: str) -> str:
     """``/prefix=section,...``: checked here, parsed by ``telemetry.analytics.sections``."""
     for item in filter(None, (part.strip() for part in raw.split(","))):
         prefix, sep, section = item.partition("=")
@@ -115,7 +153,7 @@ def _section_rules(raw: str) -> str:
     return raw
 
 
-def _names(raw: str) -> str:
+def parse_names(raw: str) -> str:
     """A comma-separated list of names (kept as text; split where used)."""
     if any(not part.strip() for part in raw.split(",")) and raw.strip():
         raise ValueError("expected comma-separated names without empty entries")
@@ -130,70 +168,80 @@ class Field:
     env: str
     parse: Callable[[str], Any]
     help: str
+    secret: bool = False  # never shown: repr, logs and error messages say *** instead
+
+    def shown(self, value: Any) -> str:
+        """``value`` as it may appear in a log line or an error message."""
+        if self.secret:
+            return "'***'" if value else "''"
+        return repr(redact(value)) if isinstance(value, str) else repr(value)
 
 
 # The single place that names environment variables. Standard OpenTelemetry variables keep their names.
 FIELDS: tuple[Field, ...] = (
-    Field("sdk_disabled", "OTEL_SDK_DISABLED", _bool, "Disable all telemetry: setup() starts nothing."),
-    Field("service_name", "OTEL_SERVICE_NAME", _text, "service.name of the resource."),
-    Field("resource_attributes", "OTEL_RESOURCE_ATTRIBUTES", _text,
+    Field("sdk_disabled", "OTEL_SDK_DISABLED", parse_bool, "Disable all telemetry: setup() starts nothing."),
+    Field("service_name", "OTEL_SERVICE_NAME", parse_text, "service.name of the resource."),
+    Field("resource_attributes", "OTEL_RESOURCE_ATTRIBUTES", parse_text,
           "Extra resource attributes, key=value,key=value (read by the OpenTelemetry SDK)."),
-    Field("service_version", "TUIST_SERVICE_VERSION", _text, "service.version of the resource and info metric."),
-    Field("git_sha", "TUIST_GIT_SHA", _text, "Git commit of the running build, shown on the info metric."),
-    Field("metrics_host", "TUIST_METRICS_HOST", _text, "Address the /metrics endpoint binds to."),
-    Field("metrics_port", "TUIST_METRICS_PORT", _port, "Port of the /metrics endpoint (0 picks a free one)."),
-    Field("metrics_path", "TUIST_METRICS_PATH", _path, "Path of the metrics endpoint."),
-    Field("metrics_bearer_token", "TUIST_METRICS_BEARER_TOKEN", _text,
-          "When set, /metrics requires Authorization: Bearer <token>."),
-    Field("metrics_basic_auth", "TUIST_METRICS_BASIC_AUTH", _basic_auth,
-          "When set (user:password), /metrics requires HTTP basic auth."),
-    Field("cardinality_limit", "TUIST_METRICS_CARDINALITY_LIMIT", _positive_int,
+    Field("metrics_exporter", "OTEL_METRICS_EXPORTER", parse_names,
+          "Metric exporters beside /metrics, comma-separated: otlp adds the stock OTLP/HTTP reader (the otlp extra)."),
+    Field("service_version", "TUIST_SERVICE_VERSION", parse_text, "service.version of the resource and info metric."),
+    Field("git_sha", "TUIST_GIT_SHA", parse_text, "Git commit of the running build, shown on the info metric."),
+    Field("metrics_host", "TUIST_METRICS_HOST", parse_text, "Address the /metrics endpoint binds to."),
+    Field("metrics_port", "TUIST_METRICS_PORT", parse_port, "Port of the /metrics endpoint (0 picks a free one)."),
+    Field("metrics_path", "TUIST_METRICS_PATH", parse_path, "Path of the metrics endpoint."),
+    Field("metrics_bearer_token", "TUIST_METRICS_BEARER_TOKEN", parse_text,
+          "When set, /metrics requires Authorization: Bearer <token>.", secret=True),
+    Field("metrics_basic_auth", "TUIST_METRICS_BASIC_AUTH", parse_basic_auth,
+          "When set (user:password), /metrics requires HTTP basic auth.", secret=True),
+    Field("cardinality_limit", "TUIST_METRICS_CARDINALITY_LIMIT", parse_positive_int,
           "Label sets kept per metric before new ones go to the overflow series."),
-    Field("cardinality_limits", "TUIST_METRICS_CARDINALITY_LIMITS", _limits,
+    Field("cardinality_limits", "TUIST_METRICS_CARDINALITY_LIMITS", parse_limits,
           "Per-metric limits overriding the default: name=N,name=N."),
-    Field("label_value_max_length", "TUIST_METRICS_LABEL_VALUE_MAX_LENGTH", _label_length,
+    Field("label_value_max_length", "TUIST_METRICS_LABEL_VALUE_MAX_LENGTH", parse_label_length,
           "Longest label value kept, in characters; a longer one is cut and ends in ~ and 16 hex digits of its "
           "hash (distinct values stay distinct). At least " f"{LABEL_VALUE_MIN_LENGTH}."),
-    Field("label_bytes_per_series", "TUIST_METRICS_LABEL_BYTES_PER_SERIES", _positive_int,
+    Field("label_bytes_per_series", "TUIST_METRICS_LABEL_BYTES_PER_SERIES", parse_positive_int,
           "Label-value bytes a metric's series may take on average: a metric's series take at most this times "
           "its cardinality limit together; new label sets past that go to the overflow series."),
-    Field("drop_labels", "TUIST_METRICS_DROP_LABELS", _catalogue_labels,
+    Field("drop_labels", "TUIST_METRICS_DROP_LABELS", parse_catalogue_labels,
           "Label names dropped from every catalogue metric that has them, comma-separated (series that differed "
           "only in them merge), e.g. object_key,upload_id,part_number."),
-    Field("target_info", "TUIST_METRICS_TARGET_INFO", _bool,
+    Field("target_info", "TUIST_METRICS_TARGET_INFO", parse_bool,
           "Expose the resource as a target_info series."),
-    Field("scope_labels", "TUIST_METRICS_SCOPE_LABELS", _bool,
+    Field("scope_labels", "TUIST_METRICS_SCOPE_LABELS", parse_bool,
           "Add otel_scope_name/otel_scope_version labels to OpenTelemetry (non-catalogue) series."),
-    Field("runtime_metrics", "TUIST_RUNTIME_METRICS", _bool, "Collect process and Python runtime metrics."),
-    Field("http_server_metrics", "TUIST_METRICS_HTTP_SERVER_METRICS", _bool,
+    Field("runtime_metrics", "TUIST_RUNTIME_METRICS", parse_bool, "Collect process and Python runtime metrics."),
+    Field("http_server_metrics", "TUIST_METRICS_HTTP_SERVER_METRICS", parse_bool,
           "Keep the OpenTelemetry http.server.* metrics that frameworks and instrumentation libraries (FastAPI's "
           "own, opentelemetry-instrumentation-asgi/-wsgi/-fastapi/-flask/-django) record on the package's "
           "MeterProvider. Off: http_requests_total and http_request_duration_seconds already count the same "
           "requests."),
-    Field("multiprocess_dir", "TUIST_METRICS_MULTIPROCESS_DIR", _text,
+    Field("multiprocess_dir", "TUIST_METRICS_MULTIPROCESS_DIR", parse_text,
           "Multi-process mode: a directory (local, writable, shared by every worker of one host) where each "
           "process records into its own file; /metrics then serves all of them merged."),
-    Field("multiprocess_refresh_seconds", "TUIST_METRICS_MULTIPROCESS_REFRESH_SECONDS", _positive_float,
+    Field("multiprocess_refresh_seconds", "TUIST_METRICS_MULTIPROCESS_REFRESH_SECONDS", parse_positive_float,
           "In multi-process mode, how often each process writes its gauges and its own runtime metrics."),
-    Field("shutdown_timeout", "TUIST_METRICS_SHUTDOWN_TIMEOUT", _positive_float,
+    Field("shutdown_timeout", "TUIST_METRICS_SHUTDOWN_TIMEOUT", parse_positive_float,
           "Most seconds shutdown() (and interpreter exit) waits for the metric exporters' final export."),
-    Field("gauge_refresh_seconds", "TUIST_METRICS_GAUGE_REFRESH_SECONDS", _positive_float,
+    Field("gauge_refresh_seconds", "TUIST_METRICS_GAUGE_REFRESH_SECONDS", parse_positive_float,
           "How long the projects/accounts gauges' values are reused before the callback runs again."),
-    Field("posthog_api_key", "TUIST_POSTHOG_API_KEY", _text,
-          "PostHog project API key; analytics are on only when this and TUIST_POSTHOG_URL are both set."),
-    Field("posthog_url", "TUIST_POSTHOG_URL", _text, "PostHog API endpoint URL, e.g. https://eu.i.posthog.com."),
-    Field("posthog_sections", "TUIST_POSTHOG_SECTIONS", _section_rules,
+    Field("posthog_api_key", "TUIST_POSTHOG_API_KEY", parse_text,
+          "PostHog project API key; analytics are on only when this and TUIST_POSTHOG_URL are both set.",
+          secret=True),
+    Field("posthog_url", "TUIST_POSTHOG_URL", parse_url, "PostHog API endpoint URL, e.g. https://eu.i.posthog.com."),
+    Field("posthog_sections", "TUIST_POSTHOG_SECTIONS", parse_section_rules,
           "Route prefix rules for the page_section property, prefix=section,...; the longest matching prefix "
           "wins, unmatched routes are marketing."),
-    Field("posthog_deny_properties", "TUIST_POSTHOG_DENY_PROPERTIES", _names,
+    Field("posthog_deny_properties", "TUIST_POSTHOG_DENY_PROPERTIES", parse_names,
           "Event and person property names never sent to PostHog, comma-separated."),
-    Field("posthog_queue_size", "TUIST_POSTHOG_QUEUE_SIZE", _positive_int,
+    Field("posthog_queue_size", "TUIST_POSTHOG_QUEUE_SIZE", parse_positive_int,
           "Analytics events buffered in memory; further events are dropped and counted."),
-    Field("posthog_request_timeout", "TUIST_POSTHOG_REQUEST_TIMEOUT", _positive_float,
+    Field("posthog_request_timeout", "TUIST_POSTHOG_REQUEST_TIMEOUT", parse_positive_float,
           "Seconds one upload to PostHog may take before it counts as failed."),
-    Field("posthog_shutdown_timeout", "TUIST_POSTHOG_SHUTDOWN_TIMEOUT", _positive_float,
+    Field("posthog_shutdown_timeout", "TUIST_POSTHOG_SHUTDOWN_TIMEOUT", parse_positive_float,
           "Most seconds shutdown waits to flush queued analytics events."),
-    Field("posthog_script_url", "TUIST_POSTHOG_SCRIPT_URL", _text,
+    Field("posthog_script_url", "TUIST_POSTHOG_SCRIPT_URL", parse_url,
           "URL browsers load posthog-js from (default: TUIST_POSTHOG_URL + /static/array.js)."),
 )
 ENV: Mapping[str, str] = {f.attr: f.env for f in FIELDS}
@@ -224,7 +272,7 @@ class EnvSettings:
                 try:
                     values[f.attr] = f.parse(env[f.env])
                 except (ValueError, KeyError) as exc:
-                    raise SettingsError(f"{f.env}={env[f.env]!r} is not valid: {exc}") from None
+                    raise SettingsError(f"{f.env}={f.shown(env[f.env])} is not valid: {exc}") from None
         settings = cls(**values)
         settings.validate()
         return settings
@@ -234,16 +282,29 @@ class EnvSettings:
         rules that involve several fields."""
         for f in self.FIELDS:
             value = getattr(self, f.attr)
-            if f.parse is _text or not isinstance(value, str | bool | int | float):
+            mapping = isinstance(value, Mapping)
+            if f.parse is parse_text or not (mapping or isinstance(value, str | bool | int | float)):
                 continue
             try:
                 # An argument may be given as text, like the variable ("false", "9200"): parse it, so that
-                # target_info="false" is False rather than a truthy string. Numbers are range-checked.
-                parsed = f.parse(value if isinstance(value, str) else str(value).lower())
+                # target_info="false" is False rather than a truthy string. Numbers are range-checked; a
+                # mapping (cardinality_limits={...}) is checked entry by entry, as its variable's text is.
+                parsed = f.parse(value if isinstance(value, str) or mapping else str(value).lower())
             except (ValueError, KeyError) as exc:
-                raise SettingsError(f"{f.attr} (env {f.env}) = {value!r} is not valid: {exc}") from None
-            if isinstance(value, str) and not isinstance(parsed, str):
+                raise SettingsError(f"{f.attr} (env {f.env}) = {f.shown(value)} is not valid: {exc}") from None
+            if mapping or (isinstance(value, str) and not isinstance(parsed, str)):
                 object.__setattr__(self, f.attr, parsed)
+
+    def __repr__(self) -> str:
+        # Secret fields show as ***, URLs without their password: a logged settings object leaks nothing.
+        shown = ", ".join(f"{f.attr}={f.shown(getattr(self, f.attr))}" for f in self.FIELDS)
+        return f"{type(self).__name__}({shown})"
+
+    @classmethod
+    def from_environment(cls, attr: str, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether the environment sets ``attr``'s variable (an unset one leaves the default)."""
+        env = os.environ if environ is None else environ
+        return next(f.env for f in cls.FIELDS if f.attr == attr) in env
 
     def replace(self, **changes: Any) -> Self:
         settings = dataclasses.replace(self, **changes)  # type: ignore[type-var]
@@ -251,7 +312,7 @@ class EnvSettings:
         return settings
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings(EnvSettings):
     """Everything ``setup()`` needs. Build with ``Settings.from_env(**overrides)``."""
 
@@ -260,13 +321,14 @@ class Settings(EnvSettings):
     sdk_disabled: bool = False
     service_name: str = ""
     resource_attributes: str = ""
+    metrics_exporter: str = ""
     service_version: str = ""
     git_sha: str = ""
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9091
     metrics_path: str = "/metrics"
-    metrics_bearer_token: str = field(default="", repr=False)
-    metrics_basic_auth: str = field(default="", repr=False)
+    metrics_bearer_token: str = ""
+    metrics_basic_auth: str = ""
     cardinality_limit: int = 2000
     cardinality_limits: Mapping[str, int] = field(default_factory=dict)
     label_value_max_length: int = LABEL_VALUE_MAX_LENGTH
@@ -280,7 +342,7 @@ class Settings(EnvSettings):
     multiprocess_refresh_seconds: float = 5.0
     shutdown_timeout: float = 5.0
     gauge_refresh_seconds: float = 30.0
-    posthog_api_key: str = field(default="", repr=False)
+    posthog_api_key: str = ""
     posthog_url: str = ""
     posthog_sections: str = "/api/docs=api-docs,/docs/api=api-docs,/dashboard=dashboard"
     posthog_deny_properties: str = ""
@@ -293,7 +355,7 @@ class Settings(EnvSettings):
         super().validate()
         if isinstance(self.metrics_port, int):
             try:
-                _port(str(self.metrics_port))
+                parse_port(str(self.metrics_port))
             except ValueError as exc:
                 raise SettingsError(f"metrics_port (env {ENV['metrics_port']}): {exc}") from None
         if self.metrics_bearer_token and self.metrics_basic_auth:
@@ -301,11 +363,12 @@ class Settings(EnvSettings):
                                 "not both")
 
 
-def markdown_table() -> str:
-    """The README's configuration table."""
-    defaults = Settings()
+def markdown_table(settings: type[EnvSettings] = Settings) -> str:
+    """The configuration table of a settings class: the README's (``Settings``), docs/service.md's
+    (``service.settings.ServiceSettings``)."""
+    defaults = settings()
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
-    for f in FIELDS:
+    for f in settings.FIELDS:
         default = getattr(defaults, f.attr)
         shown = "" if default in ("", {}) else f"`{str(default).lower() if isinstance(default, bool) else default}`"
         rows.append(f"| `{f.env}` | {shown} | {f.help} |")

@@ -20,14 +20,14 @@ import shutil
 import tempfile
 from typing import Any
 
-from telemetry.config import ENV
+from telemetry.config import ENV, Settings
 
 _created: str | None = None
 
 
 def when_ready(server: Any) -> None:
     global _created
-    if not os.environ.get(ENV["multiprocess_dir"]):
+    if not Settings.from_env().multiprocess_dir:  # the workers it forks read the directory we export
         _created = tempfile.mkdtemp(prefix="tuist-metrics-")
         os.environ[ENV["multiprocess_dir"]] = _created
 

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import DropAggregation, ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION, Resource
@@ -179,7 +178,7 @@ def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: 
     reader = PrometheusReader(registry, target_info=settings.target_info, scope_labels=settings.scope_labels,
                               multiprocess=mode)
     readers: list[MetricReader] = [reader, *extra_readers]
-    otlp = _otlp_reader()
+    otlp = _otlp_reader(settings)
     if otlp is not None:
         readers.append(otlp)
     # The SDK's own exit handler would wait without bound for exporters whose receiver is down.
@@ -223,11 +222,11 @@ def _resource(settings: Settings) -> Resource:
     return Resource.create(attributes)
 
 
-def _otlp_reader() -> MetricReader | None:
+def _otlp_reader(settings: Settings) -> MetricReader | None:
     """The stock periodic reader and OTLP/HTTP exporter when OTEL_METRICS_EXPORTER names otlp (needs the
     ``otlp`` extra), configured by the standard OTEL_EXPORTER_OTLP_* and OTEL_METRIC_EXPORT_* variables; an
     export gives up after its timeout (2 s unless OTEL_EXPORTER_OTLP_[METRICS_]TIMEOUT says otherwise)."""
-    if "otlp" not in os.environ.get(OTEL_METRICS_EXPORTER, "").split(","):
+    if "otlp" not in [name.strip() for name in settings.metrics_exporter.split(",")]:
         return None
     return otlp_reader()
 

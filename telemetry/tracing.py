@@ -28,6 +28,8 @@ from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from telemetry.config import redact
+
 _log = logging.getLogger(__name__)
 
 
@@ -95,7 +97,7 @@ def setup_tracing(*, service_name: str = "", service_version: str = "", sentry_d
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1_000))
     if set_global:
         trace.set_tracer_provider(provider)
-    _log.info("tracing: exporting spans to %s%s", endpoint or type(exporter).__name__,
+    _log.info("tracing: exporting spans to %s%s", redact(endpoint) if endpoint else type(exporter).__name__,
               "; Sentry error reporting on" if sentry else "")
     return Tracing(provider, endpoint, sentry)
 

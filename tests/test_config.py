@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from telemetry.config import ENV, FIELDS, Settings, SettingsError, markdown_table
+from service.settings import ENV as SERVICE_ENV
+from telemetry.config import ENV, FIELDS, Settings, SettingsError, markdown_table, redact
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_without_environment() -> None:
@@ -69,12 +76,17 @@ def test_process_environment_is_read_by_default(monkeypatch: pytest.MonkeyPatch)
     ("drop_labels", "object_key,objectkey", "['objectkey'] is not a label of any catalogue metric"),
     ("drop_labels", "object_key,,upload_id", "without empty entries"),
     ("drop_labels", "tuist_runs_total", "not a label of any catalogue metric"),
+    ("posthog_url", "127.0.0.1:23204", "expected an http:// or https:// URL"),
+    ("posthog_url", "http://127.0.0.1:99999", "the port 99999 is not a port number from 0 to 65535"),
+    ("posthog_url", "https://", "expected a host"),
+    ("posthog_script_url", "ftp://127.0.0.1/array.js", "expected an http:// or https:// URL"),
 ])
 def test_bad_environment_values_name_the_variable(attr: str, raw: str, why: str) -> None:
     with pytest.raises(SettingsError) as err:
         Settings.from_env({ENV[attr]: raw})
     message = str(err.value)
-    assert message.startswith(f"{ENV[attr]}={raw!r} is not valid")
+    shown = "'***'" if next(f for f in FIELDS if f.attr == attr).secret else repr(raw)  # secrets never shown
+    assert message.startswith(f"{ENV[attr]}={shown} is not valid")
     assert why in message
 
 
@@ -150,3 +162,99 @@ def test_drop_labels_default_to_none_and_accept_catalogue_label_names() -> None:
     raw = " , ".join(labels)
     assert Settings.from_env({ENV["drop_labels"]: raw}).drop_labels == raw
     assert Settings.from_env({ENV["drop_labels"]: ""}).drop_labels == ""
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("postgresql://qa:S3cretPw@127.0.0.1:5432/test", "postgresql://qa:***@127.0.0.1:5432/test"),
+    ("http://ph:S3cret@127.0.0.1:8000/", "http://ph:***@127.0.0.1:8000/"),
+    ("redis://:S3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    ("postgresql://qa:p@ss@127.0.0.1/test", "postgresql://qa:***@127.0.0.1/test"),
+    ("cannot use postgresql://qa:S3cretPw@127.0.0.1/db: refused",
+     "cannot use postgresql://qa:***@127.0.0.1/db: refused"),
+    ("postgresql://qa@127.0.0.1/test", "postgresql://qa@127.0.0.1/test"),
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+    ("not a url: a:b@c", "not a url: a:b@c"),
+])
+def test_redact_hides_url_passwords(raw: str, shown: str) -> None:
+    assert redact(raw) == shown
+
+
+def test_settings_repr_redacts_secrets_and_url_passwords() -> None:
+    from service.settings import ServiceSettings
+
+    s = Settings.from_env({ENV["posthog_url"]: "https://ph:S3cretPw@127.0.0.1:8000",
+                           ENV["posthog_api_key"]: "phc_S3cret", ENV["metrics_basic_auth"]: "u:S3cretPw"})
+    service = ServiceSettings.from_env({SERVICE_ENV["database_url"]: "postgresql://qa:S3cretPw@127.0.0.1/test",
+                                        SERVICE_ENV["sentry_dsn"]: "https://S3cret@127.0.0.1/1"})
+    for text in (repr(s), repr(service), str(s)):
+        assert "S3cret" not in text, text
+    assert "posthog_url='https://ph:***@127.0.0.1:8000'" in repr(s) and "posthog_api_key='***'" in repr(s)
+    assert "database_url='postgresql://qa:***@127.0.0.1/test'" in repr(service)
+    assert [f.env for f in FIELDS if f.secret] == [ENV["metrics_bearer_token"], ENV["metrics_basic_auth"],
+                                                   ENV["posthog_api_key"]]
+
+
+def test_a_bad_database_url_is_reported_without_its_password() -> None:
+    with pytest.raises(SettingsError) as err:
+        from service.settings import ServiceSettings
+
+        ServiceSettings.from_env({SERVICE_ENV["database_url"]: "postgresql://qa:S3cretPw@127.0.0.1:x/test"})
+    assert "S3cretPw" not in str(err.value)
+    assert f"{SERVICE_ENV['database_url']}='postgresql://qa:***@127.0.0.1:x/test'" in str(err.value)
+
+
+def run_service(tmp_path: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service", "--no-traffic", "--port", str(free_port()),
+                           "--metrics-port", str(free_port()), "--data-dir", str(tmp_path)],
+                          cwd=ROOT, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_failing_database_url_is_printed_without_its_password(tmp_path: Path) -> None:
+    url = f"postgresql://qa:S3cretPw@127.0.0.1:{free_port()}/test"  # nothing listens there
+    result = run_service(tmp_path, {SERVICE_ENV["database_url"]: url})
+    assert result.returncode == 2, result.stderr
+    assert "S3cretPw" not in result.stderr + result.stdout
+    assert f"{SERVICE_ENV['database_url']}=postgresql://qa:***@127.0.0.1:{url.rsplit(':', 1)[1]}" in result.stderr
+
+
+def test_the_posthog_startup_line_hides_the_url_password(tmp_path: Path) -> None:
+    from tests.service_process import ServiceProcess
+
+    url = f"http://ph:S3cretPw@127.0.0.1:{free_port()}"
+    with ServiceProcess(tmp_path, traffic=False, env={ENV["posthog_api_key"]: "phc_test",
+                                                      ENV["posthog_url"]: url}) as service:
+        service.wait_ready()
+        lines = service.log_lines()
+    assert any("PostHog analytics enabled" in line and "http://ph:***@127.0.0.1" in line for line in lines), lines
+    assert not any("S3cretPw" in line for line in lines)
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    ("127.0.0.1:23204", "expected an http:// or https:// URL"),
+    ("http://127.0.0.1:99999", "the port 99999 is not a port number from 0 to 65535"),
+])
+def test_a_bad_posthog_url_stops_the_service_and_the_cli_with_one_line(tmp_path: Path, raw: str, why: str) -> None:
+    env = {ENV["posthog_api_key"]: "phc_test", ENV["posthog_url"]: raw}
+    service = run_service(tmp_path, env)
+    cli = subprocess.run([sys.executable, "-m", "telemetry", "simulate", "--port", "0", "--duration", "1"], cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60)
+    for result, prog in ((service, "service"), (cli, "tuist-telemetry")):
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == [f"{prog}: {ENV['posthog_url']}={raw!r} is not valid: {why}"]
+
+
+def test_mapping_arguments_are_checked_at_setup() -> None:
+    import telemetry
+
+    try:
+        with pytest.raises(SettingsError, match=rf"cardinality_limits \(env {ENV['cardinality_limits']}\) = .*nope"):
+            telemetry.setup(cardinality_limits={"nope": 3}, serve=False, set_global=False)
+    finally:
+        telemetry.shutdown()
+    with pytest.raises(SettingsError, match="at least 1"):
+        Settings.from_env({}, cardinality_limits={"tuist_runs_total": 0})
+    with pytest.raises(SettingsError, match="must be a whole number"):
+        Settings.from_env({}, cardinality_limits={"tuist_runs_total": True})
+    assert dict(Settings.from_env({}, cardinality_limits={"tuist_runs_total": "3"}).cardinality_limits) == {
+        "tuist_runs_total": 3}

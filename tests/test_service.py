@@ -312,6 +312,8 @@ def test_failure_rate_makes_api_routes_fail_and_reports_to_sentry(tmp_path: Path
     ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"}, "DATABASE_URL"),  # nothing listens
     ({"SERVICE_PORT": "99999"}, "SERVICE_PORT"),
     ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+    ({"SERVICE_PUBLIC_URL": "127.0.0.1:8080"}, "SERVICE_PUBLIC_URL"),
+    ({"DATABASE_URL": "postgresql://qa@127.0.0.1:x/test"}, "DATABASE_URL"),
     ({"TUIST_METRICS_CARDINALITY_LIMIT": "0"}, "TUIST_METRICS_CARDINALITY_LIMIT"),
 ])
 def test_a_bad_setting_fails_at_startup_naming_it(tmp_path: Path, env: dict[str, str], named: str) -> None:
@@ -338,6 +340,7 @@ def test_metrics_port_in_use_fails_naming_the_setting(tmp_path: Path) -> None:
 
 
 def test_the_docs_configuration_table_is_the_settings_table() -> None:
-    from service.settings import markdown_table
+    from service.settings import ServiceSettings
+    from telemetry.config import markdown_table
 
-    assert markdown_table() in (ROOT / "docs" / "service.md").read_text()
+    assert markdown_table(ServiceSettings) in (ROOT / "docs" / "service.md").read_text()

@@ -43,7 +43,7 @@ from telemetry.analytics.identity import GROUP_TYPES, User
 from telemetry.analytics.sections import Sections
 from telemetry.analytics.sender import Sender
 from telemetry.catalogue import ANALYTICS_DROPPED
-from telemetry.config import ENV, Settings
+from telemetry.config import ENV, Settings, redact
 from telemetry.registry import CounterChild, Registry, default_registry
 
 _log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class Analytics:
         # A service that exits without shutdown() still gets a short, bounded last delivery (as posthog's
         # Client does at exit), not the full shutdown budget.
         atexit.register(self._at_exit)
-        _log.info("PostHog analytics enabled: events go to %s", self.url)
+        _log.info("PostHog analytics enabled: events go to %s", redact(self.url))
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, *, registry: Registry | None = None,

@@ -19,8 +19,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from telemetry import catalogue as cat
-from telemetry.exposition.reader import PrometheusReader
 from telemetry.exposition.labels import label_name
+from telemetry.exposition.reader import PrometheusReader
 from telemetry.exposition.render import otel_name
 from telemetry.instrumentation.process import ProcessReader, Reading
 from telemetry.instrumentation.runtime import RuntimeMetrics

@@ -40,7 +40,8 @@ BOMBS = 400
 BOMB_BYTES = 200_000
 # What the 400 bombs may add to one scrape. The stream's label values take at most limit x 128 bytes (256 KB
 # by default) and each value is at most 256 characters; the duration histogram writes them on each of its
-# bucket lines. Measured: about 3.0 MB added (main: about 1.4 GB).
+# bucket lines; measured without the service's upload-id check: about 3.5 MB added (main: about 1.4 GB). With
+# the check, refused requests add no series at all.
 BOMB_GROWTH_BOUND = 5_000_000
 
 
@@ -57,16 +58,15 @@ def test_label_bomb_through_the_service_storage_endpoint_keeps_the_scrape_bounde
             for i in range(BOMBS):
                 upload_id = f"{i:06d}" + "u" * (BOMB_BYTES - 6)
                 response = client.post(f"{base}/part", json={"upload_id": upload_id, "part_number": 1})
-                assert response.status_code == 400, response.status_code  # refused, after it was recorded
+                assert response.status_code == 400, response.status_code
         text = service.scrape()
     after = len(text.encode())
     assert after - before < BOMB_GROWTH_BOUND, (before, after)
+    # The upload id is checked before the operation is recorded: a refused request leaves no series at all.
+    # (A value that does reach a label is cut to the length cap: the registry tests below.)
     samples = [s for s in parse_exposition(text) if s.name == f"{PART_URL.count}"]
-    kept = [s for s in samples if "upload_id" in s.labels]
-    # Every bomb is its own series (distinct values stay distinct), each value cut to 256 characters.
-    assert len(kept) == BOMBS
-    assert {len(s.labels["upload_id"]) for s in kept} == {LABEL_VALUE_MAX_LENGTH}
-    assert all(s.labels["upload_id"][-17] == "~" for s in kept)
+    assert not [s for s in samples if len(s.labels.get("upload_id", "")) > LABEL_VALUE_MAX_LENGTH]
+    assert not [s for s in samples if s.labels.get("upload_id", "").startswith("000000u")]
 
 
 def test_long_values_are_cut_with_a_stable_hash_and_the_byte_budget_overflows() -> None:

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from service.app import ROUTES
 from service.inputs import MAX_JSON_BYTES, MAX_JSON_DEPTH
-from tests.service_process import ServiceProcess, issue_token, value
+from telemetry.testing import sample_total
+from tests.service_process import ServiceProcess, issue_token
 
 pytestmark = pytest.mark.slow
 
@@ -90,11 +91,11 @@ def test_a_non_ascii_signature_is_403(service: ServiceProcess, method: str, sign
 def test_a_bad_upload_id_is_400_and_records_nothing(service: ServiceProcess, api: httpx.Client,
                                                     upload_id: str) -> None:
     body = json.dumps({"upload_id": upload_id, "part_number": 1}).encode()  # \ud800 as its JSON escape
-    before = value(service.scrape(), "tuist_storage_multipart_generate_upload_part_presigned_url_count")
+    before = sample_total(service.scrape(), "tuist_storage_multipart_generate_upload_part_presigned_url_count")
     assert_json_error(api.post(f"{CACHE}/multipart/part", content=body), 400)
     assert_json_error(api.post(f"{CACHE}/multipart/complete", content=json.dumps(
         {"upload_id": upload_id, "parts": [1]}).encode()), 400)
-    after = value(service.scrape(), "tuist_storage_multipart_generate_upload_part_presigned_url_count")
+    after = sample_total(service.scrape(), "tuist_storage_multipart_generate_upload_part_presigned_url_count")
     assert after == before
     assert_no_traceback(service)
 

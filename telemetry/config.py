@@ -63,6 +63,11 @@ def parse_positive_float(raw: str) -> float:
     return value
 
 
+def parse_optional_positive_float(raw: str) -> float | None:
+    """A number above 0, or None for an empty value (a variable set to nothing is unset)."""
+    return parse_positive_float(raw) if raw.strip() else None
+
+
 def parse_path(raw: str) -> str:
     if not raw.startswith("/"):
         raise ValueError("expected a path starting with /")
@@ -198,10 +203,10 @@ FIELDS: tuple[Field, ...] = (
           "Metric exporters beside /metrics, comma-separated: otlp adds the stock OTLP/HTTP reader (the otlp extra)."),
     Field("metrics_exemplar_filter", "OTEL_METRICS_EXEMPLAR_FILTER", parse_exemplar_filter,
           "Which measurements keep an exemplar: trace_based (those under a sampled span), always_on or always_off."),
-    Field("otlp_metrics_timeout", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", parse_positive_float,
+    Field("otlp_metrics_timeout", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", parse_optional_positive_float,
           "Seconds one OTLP metrics export, retries included, may take (unset: OTEL_EXPORTER_OTLP_TIMEOUT, else "
           "2, shorter than the SDK's 10 so that shutdown stays bounded)."),
-    Field("otlp_timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", parse_positive_float,
+    Field("otlp_timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", parse_optional_positive_float,
           "Seconds one OTLP export may take, for every signal without a timeout of its own."),
     Field("traces_exporter", "OTEL_TRACES_EXPORTER", parse_names,
           "Span exporters, comma-separated: none turns trace export off even when an OTLP endpoint is set."),

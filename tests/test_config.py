@@ -286,6 +286,8 @@ def test_standard_otel_values_reach_export_tracing_and_the_provider(monkeypatch:
     assert (s.otlp_metrics_timeout, s.otlp_timeout, s.metrics_exemplar_filter) == (None, 4.0, "always_off")
     assert otlp_timeout_s(settings=s) == 4.0
     assert otlp_timeout_s(settings=s.replace(otlp_metrics_timeout=0.5)) == 0.5
+    assert Settings.from_env({ENV["otlp_timeout"]: " "}).otlp_timeout is None  # set to nothing: unset
+    assert s.replace(otlp_timeout="1.5").otlp_timeout == 1.5
     assert otlp_traces_endpoint(settings=s) == "http://127.0.0.1:4318/v1/traces"
     assert otlp_traces_endpoint(settings=s.replace(traces_exporter="none")) is None
     # The process environment, read through the settings: a bad value is a SettingsError naming the variable.

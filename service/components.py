@@ -72,7 +72,7 @@ class Service:
                 tracing = setup_tracing(service_name=running.settings.service_name or SERVICE_NAME,
                                         service_version=running.settings.service_version,
                                         sentry_dsn=settings.sentry_dsn, sentry_environment=settings.environment,
-                                        disabled=running.settings.sdk_disabled)
+                                        disabled=running.settings.sdk_disabled, settings=running.settings)
                 closers.append(tracing.shutdown)
             return cls._build(settings, running, tracing, closers, store_secret)
         except BaseException:

@@ -16,20 +16,21 @@ whose aggregation is the store name them, so every reader on the MeterProvider s
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
 from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
     Counter,
     Histogram,
     Meter,
     MeterProvider,
     ObservableGauge,
     ObservableUpDownCounter,
+    TraceBasedExemplarFilter,
     UpDownCounter,
 )
 from opentelemetry.sdk.metrics.export import (
@@ -43,11 +44,16 @@ from opentelemetry.sdk.metrics.view import DropAggregation, View
 from telemetry import _sdk
 from telemetry.catalogue import BY_INSTRUMENT, BY_NAME, SCOPE_NAME, Kind, sample_names
 from telemetry.cells import EXEMPLARS
+from telemetry.config import Settings, parse_exemplar_filter
 from telemetry.registry import GaugeFamily, Registry, cap_label_value, label_text
 from telemetry.store import OVERFLOW_VALUES, Stream
 from telemetry.views import create_instrument
 
 OVERFLOW_ATTRIBUTE = "otel.metric.overflow"
+# The SDK's filter for each OTEL_METRICS_EXEMPLAR_FILTER value, handed to the SDK so it never reads the variable
+# (nor refuses a value the settings accepted, such as ALWAYS_ON).
+_SDK_EXEMPLAR_FILTERS: dict[str, type] = {"trace_based": TraceBasedExemplarFilter, "always_on": AlwaysOnExemplarFilter,
+                                          "always_off": AlwaysOffExemplarFilter}
 _CUMULATIVE = AggregationTemporality.CUMULATIVE
 
 # Which OpenTelemetry instrument kinds may record a catalogue name (anything else is refused at creation).
@@ -247,12 +253,17 @@ class CatalogueMeterProvider(MeterProvider):
 
     @classmethod
     def build(cls, registry: Registry, readers: Sequence[MetricReader], views: Sequence[View] = (),
-              user_views: Sequence[View] = (), **kwargs: Any) -> CatalogueMeterProvider:
+              user_views: Sequence[View] = (), *, exemplar_filter: str | None = None,
+              **kwargs: Any) -> CatalogueMeterProvider:
+        """``exemplar_filter``: trace_based, always_on or always_off (None: OTEL_METRICS_EXEMPLAR_FILTER, through
+        ``Settings``), for the catalogue's cells and the SDK's own instruments alike."""
         bridge = Bridge(registry)
-        EXEMPLARS.configure(os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER, ""))  # the SDK's own default reading
+        name = parse_exemplar_filter(Settings.from_env().metrics_exemplar_filter if exemplar_filter is None
+                                     else exemplar_filter)
+        EXEMPLARS.configure(name)
         provider = cls(metric_readers=readers, views=[*bridge.views(), *(_sdk.excluding(v, bridge.reserved)
                                                                           for v in (*user_views, *views))],
-                       **kwargs)
+                       exemplar_filter=_SDK_EXEMPLAR_FILTERS[name](), **kwargs)
         provider._bridge = bridge
         bridge.attach(provider, readers)
         return provider

@@ -63,6 +63,11 @@ def parse_positive_float(raw: str) -> float:
     return value
 
 
+def parse_optional_positive_float(raw: str) -> float | None:
+    """A number above 0, or None for an empty value (a variable set to nothing is unset)."""
+    return parse_positive_float(raw) if raw.strip() else None
+
+
 def parse_path(raw: str) -> str:
     if not raw.startswith("/"):
         raise ValueError("expected a path starting with /")
@@ -160,6 +165,17 @@ def parse_names(raw: str) -> str:
     return raw
 
 
+EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
+
+
+def parse_exemplar_filter(raw: str) -> str:
+    """One of OpenTelemetry's exemplar filters (any case); empty means the default, trace_based."""
+    value = raw.strip().lower() or EXEMPLAR_FILTERS[0]
+    if value not in EXEMPLAR_FILTERS:
+        raise ValueError(f"expected one of {', '.join(EXEMPLAR_FILTERS)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Field:
     """One setting: its attribute, its environment variable, its parser and what it is for."""
@@ -185,6 +201,19 @@ FIELDS: tuple[Field, ...] = (
           "Extra resource attributes, key=value,key=value (read by the OpenTelemetry SDK)."),
     Field("metrics_exporter", "OTEL_METRICS_EXPORTER", parse_names,
           "Metric exporters beside /metrics, comma-separated: otlp adds the stock OTLP/HTTP reader (the otlp extra)."),
+    Field("metrics_exemplar_filter", "OTEL_METRICS_EXEMPLAR_FILTER", parse_exemplar_filter,
+          "Which measurements keep an exemplar: trace_based (those under a sampled span), always_on or always_off."),
+    Field("otlp_metrics_timeout", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", parse_optional_positive_float,
+          "Seconds one OTLP metrics export, retries included, may take (unset: OTEL_EXPORTER_OTLP_TIMEOUT, else "
+          "2, shorter than the SDK's 10 so that shutdown stays bounded)."),
+    Field("otlp_timeout", "OTEL_EXPORTER_OTLP_TIMEOUT", parse_optional_positive_float,
+          "Seconds one OTLP export may take, for every signal without a timeout of its own."),
+    Field("traces_exporter", "OTEL_TRACES_EXPORTER", parse_names,
+          "Span exporters, comma-separated: none turns trace export off even when an OTLP endpoint is set."),
+    Field("otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", parse_url,
+          "Base URL of the OTLP/HTTP receiver; spans go to its /v1/traces (read by the OpenTelemetry exporters too)."),
+    Field("otlp_traces_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", parse_url,
+          "Full URL spans are sent to, instead of OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces."),
     Field("service_version", "TUIST_SERVICE_VERSION", parse_text, "service.version of the resource and info metric."),
     Field("git_sha", "TUIST_GIT_SHA", parse_text, "Git commit of the running build, shown on the info metric."),
     Field("metrics_host", "TUIST_METRICS_HOST", parse_text, "Address the /metrics endpoint binds to."),
@@ -322,6 +351,12 @@ class Settings(EnvSettings):
     service_name: str = ""
     resource_attributes: str = ""
     metrics_exporter: str = ""
+    metrics_exemplar_filter: str = EXEMPLAR_FILTERS[0]
+    otlp_metrics_timeout: float | None = None  # unset: otlp_timeout, else telemetry.export's default
+    otlp_timeout: float | None = None
+    traces_exporter: str = ""
+    otlp_endpoint: str = ""
+    otlp_traces_endpoint: str = ""
     service_version: str = ""
     git_sha: str = ""
     metrics_host: str = "0.0.0.0"
@@ -370,6 +405,7 @@ def markdown_table(settings: type[EnvSettings] = Settings) -> str:
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for f in settings.FIELDS:
         default = getattr(defaults, f.attr)
-        shown = "" if default in ("", {}) else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        unset = default is None or default in ("", {})
+        shown = "" if unset else f"`{str(default).lower() if isinstance(default, bool) else default}`"
         rows.append(f"| `{f.env}` | {shown} | {f.help} |")
     return "\n".join(rows)

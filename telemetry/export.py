@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +33,8 @@ from typing import Any
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 
+from telemetry.config import Settings
+
 _log = logging.getLogger(__name__)
 
 # One export attempt (every retry included) gives up after this long. A periodic export already under way
@@ -41,8 +42,6 @@ _log = logging.getLogger(__name__)
 DEFAULT_EXPORT_TIMEOUT_S = 2.0
 # The longest ``shutdown_provider`` waits for every reader's final export.
 DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0
-
-_OTLP_TIMEOUT_ENV = ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
 
 
 def _positive(what: str, value: float) -> float:
@@ -60,17 +59,16 @@ def periodic_reader(exporter: MetricExporter, *, interval_s: float | None, timeo
                                          export_timeout_millis=_positive("timeout_s", timeout_s) * 1000)
 
 
-def otlp_timeout_s(timeout_s: float | None = None) -> float:
-    """``timeout_s``, else the standard OTLP timeout variable when set, else ``DEFAULT_EXPORT_TIMEOUT_S``."""
+def otlp_timeout_s(timeout_s: float | None = None, *, settings: Settings | None = None) -> float:
+    """``timeout_s``, else the standard OTLP timeout (OTEL_EXPORTER_OTLP_METRICS_TIMEOUT, then
+    OTEL_EXPORTER_OTLP_TIMEOUT, in seconds) of ``settings`` (None: ``Settings.from_env()``), else
+    ``DEFAULT_EXPORT_TIMEOUT_S``. A bad variable raises ``SettingsError`` naming it."""
     if timeout_s is not None:
         return _positive("timeout_s", timeout_s)
-    for name in _OTLP_TIMEOUT_ENV:
-        raw = os.environ.get(name, "").strip()
-        if raw:
-            try:
-                return _positive(name, float(raw))
-            except ValueError as exc:
-                raise ValueError(f"{name}={raw!r}: {exc}") from None
+    s = settings if settings is not None else Settings.from_env()
+    for configured in (s.otlp_metrics_timeout, s.otlp_timeout):
+        if configured is not None:
+            return _positive("timeout_s", configured)
     return DEFAULT_EXPORT_TIMEOUT_S
 
 

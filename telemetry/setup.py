@@ -20,7 +20,7 @@ from telemetry import views as catalogue_views
 from telemetry.bridge import CatalogueMeterProvider
 from telemetry.catalogue import CATALOGUE, SCOPE_NAME, MetricSpec
 from telemetry.config import ENV, Settings, SettingsError
-from telemetry.export import otlp_reader, shutdown_at_exit, shutdown_provider
+from telemetry.export import otlp_reader, otlp_timeout_s, shutdown_at_exit, shutdown_provider
 from telemetry.exposition.reader import PrometheusReader
 from telemetry.exposition.server import MetricsServer
 from telemetry.recorders import Recorders
@@ -184,7 +184,8 @@ def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: 
     # The SDK's own exit handler would wait without bound for exporters whose receiver is down.
     server_views = _SERVER_VIEWS if settings.http_server_metrics else _DROP_SERVER_VIEWS
     provider = CatalogueMeterProvider.build(registry, readers, views=(*_CLIENT_VIEWS, *server_views),
-                                            user_views=views, resource=resource, shutdown_on_exit=False)
+                                            user_views=views, resource=resource, shutdown_on_exit=False,
+                                            exemplar_filter=settings.metrics_exemplar_filter)
     telemetry = Telemetry(settings, registry, recorders, provider, reader)
     telemetry._closers.append(shutdown_at_exit(provider, settings.shutdown_timeout))
     if mode is not None:
@@ -228,7 +229,7 @@ def _otlp_reader(settings: Settings) -> MetricReader | None:
     export gives up after its timeout (2 s unless OTEL_EXPORTER_OTLP_[METRICS_]TIMEOUT says otherwise)."""
     if "otlp" not in [name.strip() for name in settings.metrics_exporter.split(",")]:
         return None
-    return otlp_reader()
+    return otlp_reader(otlp_timeout_s(settings=settings))
 
 
 _global_installed = False

@@ -13,35 +13,29 @@ extra) is initialised only when the caller passes a DSN.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
-from opentelemetry.sdk.environment_variables import (
-    OTEL_EXPORTER_OTLP_ENDPOINT,
-    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
-)
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from telemetry.config import redact
+from telemetry.config import Settings, redact
 
 _log = logging.getLogger(__name__)
 
 
-def otlp_traces_endpoint(environ: Mapping[str, str] | None = None) -> str | None:
-    """Where spans go under the standard variables, or None when trace export is off."""
-    env = os.environ if environ is None else environ
-    if "none" in [e.strip() for e in env.get(OTEL_TRACES_EXPORTER, "").split(",")]:
+def otlp_traces_endpoint(environ: Mapping[str, str] | None = None, *, settings: Settings | None = None) -> str | None:
+    """Where spans go under the standard variables, or None when trace export is off. The variables come from
+    ``settings``, else from ``Settings.from_env(environ)`` (``environ`` None: the process environment)."""
+    s = settings if settings is not None else Settings.from_env(environ)
+    if "none" in [e.strip() for e in s.traces_exporter.split(",")]:
         return None
-    if env.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT):
-        return env[OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]
-    base = env.get(OTEL_EXPORTER_OTLP_ENDPOINT, "")
-    return f"{base.rstrip('/')}/v1/traces" if base else None
+    if s.otlp_traces_endpoint:
+        return s.otlp_traces_endpoint
+    return f"{s.otlp_endpoint.rstrip('/')}/v1/traces" if s.otlp_endpoint else None
 
 
 @dataclass
@@ -70,16 +64,18 @@ class Tracing:
 
 def setup_tracing(*, service_name: str = "", service_version: str = "", sentry_dsn: str = "",
                   sentry_environment: str = "", disabled: bool = False, set_global: bool = True,
-                  exporter: SpanExporter | None = None, environ: Mapping[str, str] | None = None) -> Tracing:
+                  exporter: SpanExporter | None = None, environ: Mapping[str, str] | None = None,
+                  settings: Settings | None = None) -> Tracing:
     """Create the TracerProvider when spans are exported over OTLP/HTTP; start Sentry when ``sentry_dsn``.
 
     Returns ``Tracing(provider=None)`` when no exporter is configured, or when ``disabled``
     (OTEL_SDK_DISABLED): the global no-op provider stays in place. ``set_global`` makes the provider
     the process-wide one (once per process, an OpenTelemetry rule); tests pass ``False`` and hand the provider
-    to the instrumentation themselves. ``exporter`` overrides the OTLP exporter (tests).
+    to the instrumentation themselves. ``exporter`` overrides the OTLP exporter (tests). The endpoint comes from
+    ``settings`` (``telemetry.current().settings``), else from ``environ`` (see ``otlp_traces_endpoint``).
     """
     sentry = _start_sentry(sentry_dsn, sentry_environment, service_version) if sentry_dsn else False
-    endpoint = otlp_traces_endpoint(environ)
+    endpoint = otlp_traces_endpoint(environ, settings=settings)
     if disabled or (exporter is None and endpoint is None):
         _log.info("tracing: off (no OTLP traces endpoint)%s", "; Sentry error reporting on" if sentry else "")
         return Tracing(None, None, sentry)

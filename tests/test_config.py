@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import subprocess
 import sys
@@ -258,3 +259,103 @@ def test_mapping_arguments_are_checked_at_setup() -> None:
         Settings.from_env({}, cardinality_limits={"tuist_runs_total": True})
     assert dict(Settings.from_env({}, cardinality_limits={"tuist_runs_total": "3"}).cardinality_limits) == {
         "tuist_runs_total": 3}
+
+
+@pytest.mark.parametrize(("attr", "raw", "why"), [
+    ("metrics_exemplar_filter", "sometimes", "expected one of trace_based, always_on, always_off"),
+    ("otlp_metrics_timeout", "soon", "could not convert"),
+    ("otlp_metrics_timeout", "0", "above 0"),
+    ("otlp_timeout", "-2", "above 0"),
+    ("otlp_endpoint", "127.0.0.1:4318", "expected an http:// or https:// URL"),
+    ("otlp_traces_endpoint", "http://127.0.0.1:99999/v1/traces", "not a port number"),
+])
+def test_bad_standard_otel_values_name_the_variable(attr: str, raw: str, why: str) -> None:
+    with pytest.raises(SettingsError, match=rf"^{ENV[attr]}='{raw}' is not valid: .*{why}"):
+        Settings.from_env({ENV[attr]: raw})
+
+
+def test_standard_otel_values_reach_export_tracing_and_the_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    import telemetry
+    from telemetry.cells import EXEMPLARS
+    from telemetry.export import otlp_timeout_s
+    from telemetry.registry import Registry
+    from telemetry.tracing import otlp_traces_endpoint
+
+    s = Settings.from_env({ENV["otlp_timeout"]: "4", ENV["metrics_exemplar_filter"]: " Always_Off ",
+                           ENV["otlp_endpoint"]: "http://127.0.0.1:4318/"})
+    assert (s.otlp_metrics_timeout, s.otlp_timeout, s.metrics_exemplar_filter) == (None, 4.0, "always_off")
+    assert otlp_timeout_s(settings=s) == 4.0
+    assert otlp_timeout_s(settings=s.replace(otlp_metrics_timeout=0.5)) == 0.5
+    assert Settings.from_env({ENV["otlp_timeout"]: " "}).otlp_timeout is None  # set to nothing: unset
+    assert s.replace(otlp_timeout="1.5").otlp_timeout == 1.5
+    assert otlp_traces_endpoint(settings=s) == "http://127.0.0.1:4318/v1/traces"
+    assert otlp_traces_endpoint(settings=s.replace(traces_exporter="none")) is None
+    # The process environment, read through the settings: a bad value is a SettingsError naming the variable.
+    monkeypatch.setenv(ENV["otlp_metrics_timeout"], "soon")
+    with pytest.raises(SettingsError, match=f"^{ENV['otlp_metrics_timeout']}='soon' is not valid"):
+        otlp_timeout_s()
+    monkeypatch.delenv(ENV["otlp_metrics_timeout"])
+    monkeypatch.setattr(EXEMPLARS, "enabled", EXEMPLARS.enabled)  # setup() sets this process-wide switch
+    monkeypatch.setattr(EXEMPLARS, "always", EXEMPLARS.always)
+    monkeypatch.setenv(ENV["metrics_exemplar_filter"], "sometimes")
+    with pytest.raises(SettingsError, match=f"^{ENV['metrics_exemplar_filter']}='sometimes' is not valid"):
+        telemetry.setup(registry=Registry(), serve=False, set_global=False, runtime_metrics=False)
+    assert telemetry.current() is None
+    monkeypatch.setenv(ENV["metrics_exemplar_filter"], "ALWAYS_ON")  # the SDK itself refuses this spelling
+    try:
+        telemetry.setup(registry=Registry(), serve=False, set_global=False, runtime_metrics=False)
+        assert EXEMPLARS.always and EXEMPLARS.enabled
+    finally:
+        telemetry.shutdown()
+
+
+# Modules that may read the process environment: the settings objects. Everything else gets its values from them.
+ENVIRONMENT_READERS = {"telemetry/config.py", "service/settings.py"}
+# Writing the environment is allowed anywhere: it is how settings are handed to child processes (workers).
+_ENVIRON_WRITES = {"update"}
+
+
+def environment_reads(source: str) -> list[tuple[int, str]]:
+    """(line, code) of every read of the process environment in ``source``: os.environ subscripted, .get(),
+    ``in``, iterated or passed on as a mapping, os.getenv(), ``from os import environ/getenv``. Item assignment,
+    deletion and ``os.environ.update(...)`` are writes, not reads."""
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    os_names = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names if alias.name == "os"}
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            found += [(node.lineno, f"from os import {a.name}") for a in node.names
+                      if a.name in ("environ", "environb", "getenv", "getenvb", "*")]
+        if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in os_names):
+            continue
+        if node.attr in ("getenv", "getenvb"):
+            found.append((node.lineno, ast.unparse(parents.get(node, node))))
+        elif node.attr in ("environ", "environb"):
+            parent = parents.get(node)
+            written = (isinstance(parent, ast.Subscript) and parent.value is node
+                       and isinstance(parent.ctx, ast.Store | ast.Del))
+            updated = (isinstance(parent, ast.Attribute) and parent.attr in _ENVIRON_WRITES
+                       and isinstance(parents.get(parent), ast.Call) and parents[parent].func is parent)
+            if not (written or updated):
+                found.append((node.lineno, ast.unparse(parent if parent is not None else node)))
+    return sorted(found)
+
+
+def test_the_scan_finds_every_kind_of_environment_read() -> None:
+    reads = environment_reads("import os\nimport os as o\nfrom os import getenv\n"
+                              "a = os.environ['A']\nb = os.environ.get('B')\nc = 'C' in os.environ\n"
+                              "d = o.getenv('D')\ne = dict(os.environ)\nf = f(environ=os.environ)\n"
+                              "g = os.environ.copy()\n"
+                              "os.environ['X'] = '1'\nos.environ.update({'Y': '2'})\ndel os.environ['X']\n")
+    assert [line for line, _ in reads] == [3, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_only_the_settings_objects_read_the_environment() -> None:
+    reads = [f"{path.relative_to(ROOT)}:{line}: {code}"
+             for package in ("telemetry", "service") for path in sorted((ROOT / package).rglob("*.py"))
+             if str(path.relative_to(ROOT)) not in ENVIRONMENT_READERS
+             for line, code in environment_reads(path.read_text())]
+    assert not reads, "read the environment through telemetry.config / service.settings instead:\n" + \
+        "\n".join(reads)

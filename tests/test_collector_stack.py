@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, port_open, require_binary
 from telemetry.testing import wait_for
+from tests.conftest import free_port, port_open, require_binary
 from tests.test_collector_e2e import stop
 from tests.test_prometheus import NOT_YET
 

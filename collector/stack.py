@@ -114,6 +114,19 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], name: str, log: Path, t
     raise SystemExit(f"stack: {name} not ready after {timeout:.0f} s; see {log}")
 
 
+def ui_page(base: str, page: str) -> str:
+    """The URL of a Prometheus web UI page that answers: ``/targets`` on a Prometheus with its React UI,
+    ``/classic/targets`` on builds without it (Debian's 2.42 answers 404 on ``/targets``)."""
+    for url in (f"{base}/{page}", f"{base}/classic/{page}"):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return url
+        except OSError:
+            continue
+    return f"{base}/api/v1/{page}"  # the JSON API serves both on every 2.x release
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -183,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         _wait_ready(f"{prometheus_url}/-/ready", procs[1], "Prometheus", prom_log)
         target_note = "" if _listening(_port_of(args.target), args.target.rsplit(":", 1)[0]) else \
             "   (nothing answers there yet: start the service with `make run`)"
-        print(f"Prometheus:   {prometheus_url}  (targets: {prometheus_url}/targets, alerts: {prometheus_url}/alerts)\n"
+        print(f"Prometheus:   {prometheus_url}\n"
+              f"  targets:    {ui_page(prometheus_url, 'targets')}\n"
+              f"  alerts:     {ui_page(prometheus_url, 'alerts')}\n"
               f"Alertmanager: {alertmanager_url}\n"
               f"Webhook:      http://127.0.0.1:{args.webhook_port}/alerts/<severity> (alerts are printed below)\n"
               f"Scraping:     {args.target}{target_note}\n"

@@ -89,7 +89,7 @@ class Service:
                                   "tracer_provider": tracing.provider}
 
         engine = make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
-                             max_overflow=settings.db_max_overflow)
+                             max_overflow=settings.db_max_overflow, pool_recycle=settings.db_pool_recycle)
         closers.append(engine.dispose)
         instrument_sqlalchemy(engine, pool_name=POOL_NAME, **common)
         db = Database(engine)

@@ -5,8 +5,10 @@ Each client signs in with a seeded user's tokens and, every round: reports runs,
 multipart uploads, downloads a burst of artifacts in parallel (remote hits, then node-local hits, plus
 misses), uploads and downloads a preview, refreshes its token (and sends the two kinds of bad refresh token
 the CLI sends in the wild), loads the HTML pages, and now and then deletes a project's cache or sends a
-malformed request. The first round of the first client covers every path, so the 15-second promise does not
-depend on chance.
+malformed request. The first round of the first client covers every path, so the 10-second promise does not
+depend on chance. The database pool's disconnects come from its connection recycling (``db_pool_recycle`` in
+service/settings.py), not from this traffic: closing an overflow connection needs more concurrent checkouts than
+the pool holds, which no client can force.
 """
 
 from __future__ import annotations

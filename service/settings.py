@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+from telemetry.catalogue import REPO_DISCONNECTED
 from telemetry.config import ENV as TELEMETRY_ENV
 from telemetry.config import (
     EnvSettings,
@@ -86,6 +87,9 @@ FIELDS: tuple[Field, ...] = (
     Field("db_pool_size", "SERVICE_DB_POOL_SIZE", parse_positive_int, "Connections the database pool keeps."),
     Field("db_max_overflow", "SERVICE_DB_MAX_OVERFLOW", _non_negative_int,
           "Extra connections the pool opens under load and closes when they are returned."),
+    Field("db_pool_recycle", "SERVICE_DB_POOL_RECYCLE_SECONDS", _positive_float,
+          "Age after which a pooled connection is closed and replaced at its next checkout, as behind a proxy that "
+          f"drops old connections (each one counts in {REPO_DISCONNECTED})."),
     Field("redis_url", "REDIS_URL", _redis_url,
           "Redis URL (redis://host:port/0); when set, readiness PINGs it and dashboard stats are cached there."),
     Field("sentry_dsn", "SENTRY_DSN", parse_text, "Sentry DSN; unhandled errors are reported there when set.",
@@ -124,6 +128,9 @@ class ServiceSettings(EnvSettings):
     database_url: str = ""
     db_pool_size: int = 5
     db_max_overflow: int = 10
+    # Short, so the disconnect counter moves within seconds of `make run` (overflow closes need > 5 concurrent
+    # checkouts, which the replayer's traffic reaches only sometimes); a production pool would use minutes.
+    db_pool_recycle: float = 3.0
     redis_url: str = ""
     sentry_dsn: str = ""
     environment: str = "development"

@@ -16,6 +16,15 @@ from typing import Any
 from telemetry.catalogue import CATALOGUE, MetricSpec
 from telemetry.config import ENV
 
+# simulate serves made-up numbers for trying a Prometheus or Grafana setup: only this machine sees them unless
+# --host or the host variable says otherwise (the library's own default, 0.0.0.0, is for a service's scrapers).
+SIMULATE_HOST = "127.0.0.1"
+
+
+def plain(text: str) -> str:
+    """A docstring as terminal text: reST literals (``x``) become plain words, paragraphs are kept."""
+    return text.replace("``", "")
+
 
 def catalogue_markdown(specs: Sequence[MetricSpec] = CATALOGUE) -> str:
     """The README's metric table."""
@@ -39,12 +48,16 @@ def catalogue_json(specs: Sequence[MetricSpec] = CATALOGUE) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tuist-telemetry", description=__doc__)
+    import telemetry
+
+    parser = argparse.ArgumentParser(prog="tuist-telemetry", description=plain(__doc__ or ""))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {telemetry.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     cat = commands.add_parser("catalogue", help="print every metric this package exposes")
     cat.add_argument("--format", choices=("markdown", "json"), default="markdown")
     sim = commands.add_parser("simulate", help="record synthetic activity for every metric and serve /metrics")
-    sim.add_argument("--host", default=None, help=f"address to bind (default: {ENV['metrics_host']} or 0.0.0.0)")
+    sim.add_argument("--host", default=None,
+                     help=f"address to bind (default: {ENV['metrics_host']} or {SIMULATE_HOST}, this machine only)")
     sim.add_argument("--port", type=int, default=None, help=f"port (default: {ENV['metrics_port']} or 9091)")
     sim.add_argument("--duration", type=float, default=None, help="seconds to run (default: until interrupted)")
     sim.add_argument("--interval", type=float, default=0.5, help="seconds between ticks")
@@ -62,10 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args.dir, args.host, args.port)
 
-    import telemetry
     from telemetry.simulate import Simulator
 
     overrides = {k: v for k, v in (("metrics_host", args.host), ("metrics_port", args.port)) if v is not None}
+    if args.host is None and not os.environ.get(ENV["metrics_host"]):
+        overrides["metrics_host"] = SIMULATE_HOST
     try:
         running = telemetry.setup(**overrides)
     except (telemetry.SettingsError, telemetry.ExpositionError) as exc:

@@ -101,3 +101,57 @@ def test_simulate_bad_setting_exits_2() -> None:
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2
     assert "TUIST_METRICS_PORT='99999' is not valid" in result.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["catalogue", "--help"], ["simulate", "--help"], ["serve", "--help"]])
+def test_help_is_plain_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tuist-telemetry")
+    for markup in ("``", ":func:", ":class:", ".. "):
+        assert markup not in out, f"reST markup {markup!r} in {' '.join(argv)}:\n{out}"
+
+
+def test_version_is_the_distribution_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"tuist-telemetry {importlib.metadata.version('tuist-telemetry')}"
+
+
+def test_simulate_binds_loopback_only_by_default() -> None:
+    """Without --host (and without TUIST_METRICS_HOST) only 127.0.0.1 answers, not 127.0.0.2 (another loopback
+    address, which answers when the library's default 0.0.0.0 is bound)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "telemetry", "simulate", "--port", str(port), "--duration", "30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"simulating; metrics at http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert response.status == 200
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.2", port), timeout=2):
+            pass
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_simulate_binds_the_host_it_is_given() -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "telemetry", "simulate", "--host", "127.0.0.2", "--port",
+                             str(port), "--duration", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env())
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"simulating; metrics at http://127.0.0.2:{port}/metrics"
+        with socket.create_connection(("127.0.0.2", port), timeout=2):
+            pass
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

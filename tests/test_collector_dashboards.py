@@ -1,9 +1,11 @@
 """collector/dashboards: generated, current-schema Grafana dashboards whose queries are valid and name only
 metrics the project exports.
 
-- the committed JSON and TypeScript match what ``collector/dashboards/generate.py`` writes;
+- the committed JSON matches what ``collector/dashboards/generate.py`` writes;
 - ``tsc --noEmit`` type-checks every dashboard against ``@grafana/schema`` (installed by ``npm ci`` in
-  collector/typecheck), and rejects a dashboard with a deprecated ``graph`` panel or a misspelt option;
+  collector/typecheck): the generator writes the dashboards as TypeScript literals into a temporary copy of the
+  type-check project (nothing generated is committed); it rejects a dashboard with a deprecated ``graph`` panel
+  or a misspelt option;
 - every panel query parses (promtool, the real PromQL parser) and names only metrics from the catalogue or a
   live scrape of ``python -m telemetry simulate``.
 
@@ -273,18 +275,39 @@ def test_installed_versions_are_the_locked_ones() -> None:
         assert installed == lock["packages"][f"node_modules/{name}"]["version"], name
 
 
-def test_dashboards_type_check_against_grafana_schema() -> None:
-    result = _run_tsc(TYPECHECK)
+def _typecheck_project(tmp_path: Path) -> Path:
+    """collector/typecheck's sources and installed packages, with the generator's TypeScript beside them."""
+    _tsc()
+    for name in ("types.ts", "tsconfig.json"):
+        shutil.copy(TYPECHECK / name, tmp_path / name)
+    (tmp_path / "node_modules").symlink_to(TYPECHECK / "node_modules")
+    result = subprocess.run([sys.executable, str(GENERATOR), "--typescript", str(tmp_path / "dashboards.gen.ts")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+def test_generated_typescript_is_not_committed() -> None:
+    tracked = subprocess.run(["git", "ls-files", "collector/typecheck"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=30, check=True).stdout.split()
+    assert "collector/typecheck/dashboards.gen.ts" not in tracked
+    ignored = subprocess.run(["git", "check-ignore", "-q", "collector/typecheck/dashboards.gen.ts"], cwd=ROOT,
+                             timeout=30)
+    assert ignored.returncode == 0, "collector/typecheck/dashboards.gen.ts is not in .gitignore"
+
+
+def test_dashboards_type_check_against_grafana_schema(tmp_path: Path) -> None:
+    project = _typecheck_project(tmp_path)
+    source = (project / "dashboards.gen.ts").read_text()
+    assert source.count(": CheckedDashboard = {") == len(BOARDS)
+    result = _run_tsc(project)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
 
 
 def test_type_check_rejects_a_graph_panel_and_a_misspelt_option(tmp_path: Path) -> None:
-    _tsc()
-    for name in ("types.ts", "tsconfig.json"):
-        shutil.copy(TYPECHECK / name, tmp_path / name)
-    (tmp_path / "node_modules").symlink_to(TYPECHECK / "node_modules")
-    source = (TYPECHECK / "dashboards.gen.ts").read_text()
+    project = _typecheck_project(tmp_path)
+    source = (project / "dashboards.gen.ts").read_text()
     broken = (source.replace('"type": "timeseries"', '"type": "graph"', 1)
               .replace('"colorMode": "value"', '"colorMode": "valu"', 1)
               .replace('"showPoints": "never"', '"showPoints": "never", "pointRadius": 2', 1))

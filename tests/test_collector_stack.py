@@ -59,6 +59,12 @@ def test_stack_starts_prometheus_and_alertmanager_and_stops_them_on_ctrl_c(tmp_p
         assert f"Alertmanager: http://127.0.0.1:{am_port}" in out
         assert f"Scraping:     127.0.0.1:{metrics_port}\n" in out
         assert "Collector:    not running, its job is left out" in out
+        pages = dict(re.findall(r"^  (targets|alerts): +(\S+)$", out, re.MULTILINE))
+        assert set(pages) == {"targets", "alerts"}, out
+        for url in pages.values():  # the UI pages this Prometheus serves (2.42 from Debian: /classic/...)
+            assert url.startswith(f"http://127.0.0.1:{prom_port}/"), url
+            with urllib.request.urlopen(url, timeout=5) as r:
+                assert r.status == 200 and "text/html" in r.headers["Content-Type"], url
         pids = [int(pid) for pid in re.findall(r"(?:prometheus|alertmanager) (\d+)", lines[-1])]
         assert len(pids) == 2 and all(_alive(p) for p in pids)
 

@@ -1,7 +1,7 @@
 // The dashboard type that collector/dashboards/*.json must satisfy, built from @grafana/schema's own types.
 //
-// The generated dashboards.gen.ts holds each dashboard as an object literal typed `CheckedDashboard`, so tsc
-// checks literal values (panel types, enum strings, numbers) and rejects unknown properties (excess property
+// dashboards.gen.ts (written by `generate.py --typescript`, not committed) holds each dashboard as an object
+// literal typed `CheckedDashboard`, so tsc checks literal values (panel types, enum strings, numbers) and rejects unknown properties (excess property
 // checks) at every level. Only `timeseries` and `stat` panels are allowed: `graph` is deprecated.
 import type {
   DataQuery,

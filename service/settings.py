@@ -87,7 +87,7 @@ FIELDS: tuple[Field, ...] = (
     Field("db_pool_size", "SERVICE_DB_POOL_SIZE", parse_positive_int, "Connections the database pool keeps."),
     Field("db_max_overflow", "SERVICE_DB_MAX_OVERFLOW", _non_negative_int,
           "Extra connections the pool opens under load and closes when they are returned."),
-    Field("db_pool_recycle", "SERVICE_DB_POOL_RECYCLE_SECONDS", _positive_float,
+    Field("db_pool_recycle", "SERVICE_DB_POOL_RECYCLE_SECONDS", parse_positive_float,
           "Age after which a pooled connection is closed and replaced at its next checkout, as behind a proxy that "
           f"drops old connections (each one counts in {REPO_DISCONNECTED})."),
     Field("redis_url", "REDIS_URL", _redis_url,

@@ -8,7 +8,7 @@ Importing this package starts nothing; ``setup()`` does, once. ``telemetry.__ver
 distribution's version (``tuist-telemetry``).
 """
 
-from importlib.metadata import PackageNotFoundError
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _distribution_version
 
 from telemetry.catalogue import CATALOGUE, Kind, MetricSpec
@@ -34,7 +34,7 @@ def _source_version() -> str:
 
 try:
     __version__ = _distribution_version("tuist-telemetry")
-except PackageNotFoundError:
+except _PackageNotFoundError:
     __version__ = _source_version()
 
 __all__ = [

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from telemetry.simulate import Simulator
 
     overrides = {k: v for k, v in (("metrics_host", args.host), ("metrics_port", args.port)) if v is not None}
-    if args.host is None and not os.environ.get(ENV["metrics_host"]):
+    if args.host is None and not telemetry.Settings.from_environment("metrics_host"):
         overrides["metrics_host"] = SIMULATE_HOST
     try:
         running = telemetry.setup(**overrides)

@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 import telemetry.catalogue as cat  # noqa: E402
 from telemetry.catalogue import CATALOGUE, STORAGE_OPERATIONS, Kind, MetricSpec, spec  # noqa: E402
-from telemetry.exposition.render import label_name  # noqa: E402
+from telemetry.exposition.labels import label_name  # noqa: E402
 
 SCHEMA_VERSION = 42  # the dashboard schema version of @grafana/schema 13.2 (Grafana 13)
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}

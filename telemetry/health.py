@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,10 +76,6 @@ class Health:
             raise ValueError(f"a health check named {name!r} is already registered")
         self._checks[name] = _Check(name, check, self.timeout if timeout is None else timeout)
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._checks)
-
     def live(self) -> tuple[int, dict[str, Any]]:
         return 200, {"status": "ok"}
 
@@ -119,7 +115,3 @@ class Health:
                                    f"{type(attempt.error).__name__}: {attempt.error}"[:500])
             return CheckResult(check.name, True, elapsed)
         return wait
-
-    def checks(self) -> Mapping[str, float]:
-        """Check names and their timeouts."""
-        return {c.name: c.timeout for c in self._checks.values()}

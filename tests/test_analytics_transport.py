@@ -137,4 +137,4 @@ def test_refused_connection_raises_an_os_error() -> None:
 
 def test_bad_url_is_rejected_at_construction() -> None:
     with pytest.raises(ValueError, match="http"):
-        Transport("k", "ftp://example.invalid")
+        Transport("k", "ftp://127.0.0.1:1")

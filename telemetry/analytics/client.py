@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from telemetry.analytics.context import current_request
 from telemetry.analytics.events import (
     CREATE_ALIAS,
+    CURRENT_URL,
     EVENTS,
     GROUP_IDENTIFY,
     IDENTIFY,
@@ -233,7 +234,7 @@ class Analytics:
 
     def page_view(self, url: str, *, route: str, user: User | None = None) -> bool:
         """``$pageview`` for a page the server rendered (what ``PageViewMiddleware`` sends)."""
-        return self.capture(PAGEVIEW, distinct_id=user, properties={"$current_url": url}, route=route)
+        return self.capture(PAGEVIEW, distinct_id=user, properties={CURRENT_URL: url}, route=route)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def flush(self, timeout: float = 5.0) -> bool:

@@ -563,3 +563,41 @@ def test_process_exit_without_shutdown_still_delivers_briefly(capture: CaptureSe
     subprocess.run([sys.executable, "-c", code.replace(capture.url, f"http://127.0.0.1:{free_port()}")],
                    check=True, timeout=30, cwd=str(Path(__file__).parent.parent), capture_output=True)
     assert time.monotonic() - start < 4
+
+
+# -- a slow host, a host that never answers ------------------------------------------------------------------
+def test_an_upload_answered_after_its_timeout_is_delivered_once(capture: CaptureServer, registry: Registry) -> None:
+    capture.delay = 1.5  # the request timeout (1 s) + 0.5 s: each batch is received, then answered late
+    a = Analytics(KEY, capture.url, registry=registry, flush_interval=0.05, request_timeout=1.0)
+    try:
+        for i in range(150):
+            a.capture("run_report", distinct_id="1", properties={"i": i})
+        assert a.flush(20)
+    finally:
+        a.shutdown(timeout=5)
+    uuids = [e["uuid"] for e in capture.events]
+    # The timed-out attempt waits for the late answer instead of sending the batch again: once each, no drops.
+    assert len(uuids) == len(set(uuids)) == 150, (len(uuids), len(set(uuids)))
+    assert sorted(e["properties"]["i"] for e in capture.events) == list(range(150))
+    assert sum(dropped(registry).values()) == 0
+
+
+def test_shutdown_with_a_host_that_never_answers_logs_and_counts_every_loss(
+        registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
+    with BlackHole() as hole:
+        a = Analytics(KEY, hole.url, registry=registry, flush_interval=0.05, request_timeout=3.0)
+        for i in range(2200):
+            a.capture("run_report", distinct_id="1", properties={"i": i})
+        deadline = time.monotonic() + 5
+        while hole.connections == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with caplog.at_level(logging.INFO, logger="telemetry.analytics"):
+            a.shutdown(timeout=1.0)
+    lines = [r for r in caplog.records if r.name.startswith("telemetry.analytics")]
+    assert len(lines) == 1, [r.getMessage() for r in lines]  # one line at shutdown, whatever the path
+    (line,) = lines
+    counts = dropped(registry)
+    assert line.levelno == logging.WARNING
+    assert line.analytics_dropped == 2200 and sum(counts.values()) == 2200  # type: ignore[attr-defined]
+    assert line.analytics_dropped_reasons == {k: v for k, v in counts.items() if v}  # type: ignore[attr-defined]
+    assert line.analytics_sent + line.analytics_dropped == line.analytics_recorded == 2200  # type: ignore[attr-defined]

@@ -601,3 +601,35 @@ def test_shutdown_with_a_host_that_never_answers_logs_and_counts_every_loss(
     assert line.analytics_dropped == 2200 and sum(counts.values()) == 2200  # type: ignore[attr-defined]
     assert line.analytics_dropped_reasons == {k: v for k, v in counts.items() if v}  # type: ignore[attr-defined]
     assert line.analytics_sent + line.analytics_dropped == line.analytics_recorded == 2200  # type: ignore[attr-defined]
+
+
+def test_logs_and_analytics_share_one_request_context(analytics: Analytics, registry: Registry) -> None:
+    import asyncio
+
+    from telemetry import logs
+    from telemetry.context import current_request
+    from telemetry.instrumentation.asgi import instrument_asgi
+
+    seen: list[tuple[str | None, dict[str, Any]]] = []
+
+    async def page(request: Request) -> HTMLResponse:
+        logs.bind(user_id=42)
+        context = current_request()
+        assert context is not None
+        seen.append((context.route, logs.bound_fields()))
+        return HTMLResponse("<p>hi</p>")
+
+    app = Starlette(routes=[Route("/dashboard/{rest:path}", page)])
+    app.add_middleware(PageViewMiddleware, analytics=analytics)
+    wrapped = instrument_asgi(app, registry=registry)
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=wrapped)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{UNREACHED}") as client:
+            return await client.get("/dashboard/tuist/app", headers={"x-request-id": "r-1"})
+
+    assert asyncio.run(get()).status_code == 200
+    # The analytics route and the log fields (the ASGI middleware's request id, the handler's bind) are one.
+    ((route, fields),) = seen
+    assert route == "/dashboard/tuist/app"
+    assert fields["user_id"] == 42 and fields["method"] == "GET" and "request_id" in fields

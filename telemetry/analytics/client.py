@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from telemetry.analytics.context import current_request
 from telemetry.analytics.events import (
     CREATE_ALIAS,
     CURRENT_URL,
@@ -47,6 +46,7 @@ from telemetry.analytics.sections import Sections
 from telemetry.analytics.sender import Sender
 from telemetry.catalogue import ANALYTICS_DROPPED
 from telemetry.config import ENV, Settings
+from telemetry.context import current_request
 from telemetry.registry import CounterChild, Registry, default_registry
 
 _log = logging.getLogger(__name__)

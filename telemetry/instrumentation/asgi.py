@@ -26,7 +26,8 @@ from typing import Any
 from opentelemetry import trace
 
 from telemetry.catalogue import INBOUND_DURATION, INBOUND_REQUESTS
-from telemetry.logs import emit, enter_request, exit_request
+from telemetry.context import enter_request, exit_request
+from telemetry.logs import emit
 from telemetry.registry import CounterChild, HistogramChild, Registry, default_registry
 
 Scope = MutableMapping[str, Any]

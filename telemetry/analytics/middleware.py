@@ -10,8 +10,9 @@ The signed-in user comes from ``user(scope)`` (default: ``request.state.analytic
 service's authentication sets to a ``User``). Anonymous visitors are sent without a person profile and with a
 random per-request id; no cookie is set and nothing is stored.
 
-Also opens the request context (``telemetry.context``, shared with the logs), so ``analytics.capture`` calls and ``snippet`` inside the request get
-the route's section and the per-request anonymous id. Disabled analytics: a pass-through.
+Also opens the request context (``telemetry.context``, shared with the logs), so ``analytics.capture`` calls
+and ``snippet`` inside the request get the route's section and the per-request anonymous id. Disabled
+analytics: a pass-through.
 """
 
 from __future__ import annotations

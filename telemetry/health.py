@@ -1,7 +1,8 @@
 """Health checks: liveness (the process answers) and readiness (its dependencies answer), each with a timeout.
 
 A check is a plain callable that raises when the dependency is unusable (``SELECT 1``, a Redis ``PING``).
-``Health.ready()`` runs every check at once on its own daemon thread and waits at most the check's timeout,
+``Health.ready()`` runs every check at once on its own daemon thread and waits at most the check's timeout
+(one in-flight attempt per check, shared by concurrent probes; ``ready_async`` awaits it on the event loop),
 so a hung database makes readiness fail in about a second instead of hanging the probe. The result is a
 status code (200 or 503) and a JSON-ready body naming each check and, on failure, what went wrong.
 """
@@ -9,9 +10,10 @@ status code (200 or 503) and a JSON-ready body naming each check and, on failure
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,8 @@ class _Attempt:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.started = time.perf_counter()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
         threading.Thread(target=self._target, args=(run,), name="health-check", daemon=True).start()
 
     def _target(self, run: Callable[[], object]) -> None:
@@ -47,7 +51,25 @@ class _Attempt:
         except BaseException as exc:
             self.error = exc
         finally:
-            self.done.set()
+            with self._lock:
+                self.done.set()
+                callbacks, self._callbacks = self._callbacks, []
+            for callback in callbacks:
+                callback()
+
+    def discard(self, callback: Callable[[], None]) -> None:
+        """Forget a callback whose probe stopped waiting (a hung check must not collect one per probe)."""
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+    def on_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the check's thread) when the attempt ends; at once if it already has."""
+        with self._lock:
+            if not self.done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
 
 
 @dataclass
@@ -76,10 +98,6 @@ class Health:
             raise ValueError(f"a health check named {name!r} is already registered")
         self._checks[name] = _Check(name, check, self.timeout if timeout is None else timeout)
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._checks)
-
     def live(self) -> tuple[int, dict[str, Any]]:
         return 200, {"status": "ok"}
 
@@ -90,8 +108,32 @@ class Health:
         return self.report(results)
 
     async def ready_async(self) -> tuple[int, dict[str, Any]]:
-        """``ready()`` without blocking the event loop."""
-        return await asyncio.to_thread(self.ready)
+        """``ready()`` without blocking the event loop, and without a worker thread per probe: each probe
+        awaits the check's shared in-flight attempt on the loop, so 20 concurrent probes of a hung dependency
+        all answer within the check's timeout (a thread pool of a few workers would queue them)."""
+        results = await asyncio.gather(*(self._wait_async(check) for check in self._checks.values()))
+        return self.report(list(results))
+
+    async def _wait_async(self, check: _Check) -> CheckResult:
+        start = time.perf_counter()
+        attempt = self._attempt(check)
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not finished.done():
+                finished.set_result(None)
+
+        def from_thread() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed after the probe timed out
+                loop.call_soon_threadsafe(wake)
+
+        attempt.on_done(from_thread)
+        try:
+            await asyncio.wait_for(finished, max(check.timeout - (time.perf_counter() - start), 0.0))
+        except TimeoutError:
+            attempt.discard(from_thread)
+        return self._result(check, attempt, start)
 
     @staticmethod
     def report(results: list[CheckResult]) -> tuple[int, dict[str, Any]]:
@@ -102,24 +144,29 @@ class Health:
             body["failing"] = failing
         return (503 if failing else 200), body
 
-    def _start(self, check: _Check) -> Callable[[], CheckResult]:
-        start = time.perf_counter()
+    @staticmethod
+    def _attempt(check: _Check) -> _Attempt:
+        """The check's in-flight attempt, started if none is running (single flight per check)."""
         with check.lock:
             attempt = check.attempt
             if attempt is None or attempt.done.is_set():
                 attempt = check.attempt = _Attempt(check.run)
+            return attempt
+
+    @staticmethod
+    def _result(check: _Check, attempt: _Attempt, start: float) -> CheckResult:
+        elapsed = (time.perf_counter() - start) * 1000
+        if not attempt.done.is_set():
+            return CheckResult(check.name, False, elapsed, f"timed out after {check.timeout:g} s")
+        if attempt.error is not None:
+            return CheckResult(check.name, False, elapsed, f"{type(attempt.error).__name__}: {attempt.error}"[:500])
+        return CheckResult(check.name, True, elapsed)
+
+    def _start(self, check: _Check) -> Callable[[], CheckResult]:
+        start = time.perf_counter()
+        attempt = self._attempt(check)
 
         def wait() -> CheckResult:
-            finished = attempt.done.wait(max(check.timeout - (time.perf_counter() - start), 0.0))
-            elapsed = (time.perf_counter() - start) * 1000
-            if not finished:
-                return CheckResult(check.name, False, elapsed, f"timed out after {check.timeout:g} s")
-            if attempt.error is not None:
-                return CheckResult(check.name, False, elapsed,
-                                   f"{type(attempt.error).__name__}: {attempt.error}"[:500])
-            return CheckResult(check.name, True, elapsed)
+            attempt.done.wait(max(check.timeout - (time.perf_counter() - start), 0.0))
+            return self._result(check, attempt, start)
         return wait
-
-    def checks(self) -> Mapping[str, float]:
-        """Check names and their timeouts."""
-        return {c.name: c.timeout for c in self._checks.values()}

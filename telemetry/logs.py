@@ -8,7 +8,6 @@ request (``request_id``, ``user_id``, ``method``, ``route``, ...), any ``extra={
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import sys
@@ -19,11 +18,7 @@ from typing import IO, Any
 
 from opentelemetry import trace
 
-# The request's fields live in one mutable dict per request. A worker thread (Starlette runs sync endpoints
-# in a thread pool) gets a *copy* of the context, but the copy points at the same dict, so a ``bind()`` there
-# is seen by the middleware that writes the access log line.
-_REQUEST: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("telemetry_log_fields",
-                                                                                 default=None)
+from telemetry.context import current_request, enter_request, exit_request
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is logged as a field.
 # ``color_message`` is uvicorn's ANSI-coloured copy of the message, noise in a JSON line.
@@ -35,34 +30,24 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 def request_scope(**fields: Any) -> Iterator[dict[str, Any]]:
     """Open a request's log context; yields the dict ``bind()`` fills."""
     bound: dict[str, Any] = dict(fields)
-    token = _REQUEST.set(bound)
+    token = enter_request(bound)  # the request context of telemetry.context, shared with analytics
     try:
         yield bound
     finally:
-        _REQUEST.reset(token)
-
-
-def enter_request(fields: dict[str, Any]) -> contextvars.Token[dict[str, Any] | None]:
-    """``request_scope`` without the context manager, for middleware on the hot path; pair with
-    ``exit_request``."""
-    return _REQUEST.set(fields)
-
-
-def exit_request(token: contextvars.Token[dict[str, Any] | None]) -> None:
-    _REQUEST.reset(token)
+        exit_request(token)
 
 
 def bind(**fields: Any) -> None:
     """Add fields (``user_id=...``) to the current request's log lines; a no-op outside a request."""
-    bound = _REQUEST.get()
-    if bound is not None:
-        bound.update(fields)
+    request = current_request()
+    if request is not None:
+        request.fields.update(fields)
 
 
 def bound_fields() -> dict[str, Any]:
     """A copy of the current request's fields (empty outside a request)."""
-    bound = _REQUEST.get()
-    return dict(bound) if bound else {}
+    request = current_request()
+    return dict(request.fields) if request is not None else {}
 
 
 def trace_ids() -> tuple[str, str] | None:
@@ -102,9 +87,9 @@ class JsonFormatter(logging.Formatter):
         out: dict[str, Any] = {"time": self._time(created),
                                "level": _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower(),
                                "logger": logger, "message": message}
-        bound = _REQUEST.get()
-        if bound:
-            out.update(bound)
+        request = current_request()
+        if request is not None and request.fields:
+            out.update(request.fields)
         if extra:
             out.update(extra)
         ctx = trace.get_current_span().get_span_context()

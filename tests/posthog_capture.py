@@ -73,6 +73,7 @@ class CaptureServer:
         self.undecodable: list[tuple[str, dict[str, str], bytes, str]] = []  # POSTs that were not events
         self.fail: list[int] = []  # statuses to answer the next event POSTs with (not recorded as received)
         self.failed = 0  # event POSTs answered with a status from ``fail``
+        self.delay = 0.0  # seconds to wait before answering an event POST (recorded on arrival): a slow host
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         outer = self
@@ -133,6 +134,8 @@ class CaptureServer:
                     self._reply(400, json.dumps({"error": str(exc)}).encode())
                     return
                 outer._record(Post(parts.path, query, headers, body, _events(body)))
+                if outer.delay:
+                    time.sleep(outer.delay)
                 self._reply(200, b'{"status":1}')
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -29,6 +29,8 @@ from tests.conftest import free_port
 from tests.posthog_capture import BlackHole, CaptureServer
 
 KEY = "phc_test_key"
+# Addresses that appear in pages and URLs but are never connected to: a closed loopback port.
+UNREACHED = f"127.0.0.1:{free_port()}"
 ALICE = User(id=42, email="alice@example.com", account_name="alice", organization="tuist",
              project="tuist/app")
 # posthog-python adds these to every event; their values depend on the machine and the moment.
@@ -82,7 +84,7 @@ def test_disabled_unless_both_variables_are_set(env: dict[str, str], missing: li
     # Every entry point is a no-op: nothing queued, no thread, no traffic, nothing counted.
     assert a.capture(Event.RUN_REPORT, distinct_id=ALICE) is False
     a.sign_in(ALICE)
-    assert a.page_view("http://x/", route="/") is False
+    assert a.page_view(f"http://{UNREACHED}/", route="/") is False
     assert snippet(a, "/", ALICE) == ""
     a.shutdown()
     time.sleep(0.2)
@@ -283,7 +285,7 @@ def _app(analytics: Analytics) -> Starlette:
 
 async def _get_all(app: Starlette, requests: list[tuple[str, str]]) -> list[httpx.Response]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tuist.test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url=f"http://{UNREACHED}") as client:
         return [await client.request(method, url) for method, url in requests]
 
 
@@ -299,11 +301,11 @@ def test_page_views_only_for_successful_html_pages(analytics: Analytics, capture
     analytics.flush(5)
     pageviews = [e for e in capture.events if e["event"] == "$pageview"]
     assert [stable(e)["properties"] for e in pageviews] == [
-        {"$current_url": "http://tuist.test/", "page_section": "marketing", "$process_person_profile": False,
+        {"$current_url": f"http://{UNREACHED}/", "page_section": "marketing", "$process_person_profile": False,
          **LIB_PROPS},
-        {"$current_url": "http://tuist.test/dashboard/tuist/app", "page_section": "dashboard",
+        {"$current_url": f"http://{UNREACHED}/dashboard/tuist/app", "page_section": "dashboard",
          "$groups": {"organization": "tuist", "project": "tuist/app"}, **LIB_PROPS},
-        {"$current_url": "http://tuist.test/api/docs", "page_section": "api-docs",
+        {"$current_url": f"http://{UNREACHED}/api/docs", "page_section": "api-docs",
          "$process_person_profile": False, **LIB_PROPS},
     ]
     assert pageviews[1]["distinct_id"] == "42"
@@ -354,7 +356,7 @@ def test_snippet_for_signed_in_user(analytics: Analytics) -> None:
 
 def test_snippet_escapes_every_value(capture: CaptureServer, registry: Registry) -> None:
     evil = '</script><script>alert("x")</script>&\u2028'
-    a = Analytics(KEY + evil, capture.url, registry=registry, script_url='https://cdn.test/a.js?"><b>',
+    a = Analytics(KEY + evil, capture.url, registry=registry, script_url=f'https://{UNREACHED}/a.js?"><b>',
                   deny_properties=[evil])
     try:
         user = User(id=evil, email=evil, account_name=evil, organization=evil, project=evil)
@@ -364,7 +366,7 @@ def test_snippet_escapes_every_value(capture: CaptureServer, registry: Registry)
     # Exactly the two script elements we wrote; no value opens or closes an element or breaks a line.
     assert html.count("<script") == 2 and html.count("</script>") == 2
     assert "<b>" not in html and "<x>" not in html and "\u2028" not in html
-    assert 'src="https://cdn.test/a.js?&quot;&gt;&lt;b&gt;"' in html
+    assert f'src="https://{UNREACHED}/a.js?&quot;&gt;&lt;b&gt;"' in html
     assert html.count(' nonce="n&quot;&gt;&lt;x&gt;"') == 2
     config = _config(html)  # and the values survive the round trip exactly
     assert config["token"] == KEY + evil
@@ -494,13 +496,13 @@ def test_settings_reach_the_client(capture: CaptureServer, registry: Registry) -
     a = Analytics.from_settings(Settings.from_env({
         "TUIST_POSTHOG_API_KEY": KEY, "TUIST_POSTHOG_URL": capture.url, "TUIST_POSTHOG_SHUTDOWN_TIMEOUT": "1.5",
         "TUIST_POSTHOG_QUEUE_SIZE": "7", "TUIST_POSTHOG_REQUEST_TIMEOUT": "0.25",
-        "TUIST_POSTHOG_SCRIPT_URL": "https://cdn.test/ph.js", "TUIST_POSTHOG_DENY_PROPERTIES": "a, b"}),
+        "TUIST_POSTHOG_SCRIPT_URL": f"https://{UNREACHED}/ph.js", "TUIST_POSTHOG_DENY_PROPERTIES": "a, b"}),
         registry=registry)
     try:
         assert a.shutdown_timeout == 1.5 and a._sender is not None
         assert a._sender.maxsize == 7 and a._sender.request_timeout == 0.25
-        assert a.script_url == "https://cdn.test/ph.js" and a.deny_properties == {"a", "b"}
-        assert snippet(a, "/").startswith('<script src="https://cdn.test/ph.js">')
+        assert a.script_url == f"https://{UNREACHED}/ph.js" and a.deny_properties == {"a", "b"}
+        assert snippet(a, "/").startswith(f'<script src="https://{UNREACHED}/ph.js">')
     finally:
         a.shutdown(timeout=1)
 
@@ -561,3 +563,73 @@ def test_process_exit_without_shutdown_still_delivers_briefly(capture: CaptureSe
     subprocess.run([sys.executable, "-c", code.replace(capture.url, f"http://127.0.0.1:{free_port()}")],
                    check=True, timeout=30, cwd=str(Path(__file__).parent.parent), capture_output=True)
     assert time.monotonic() - start < 4
+
+
+# -- a slow host, a host that never answers ------------------------------------------------------------------
+def test_an_upload_answered_after_its_timeout_is_delivered_once(capture: CaptureServer, registry: Registry) -> None:
+    capture.delay = 1.5  # the request timeout (1 s) + 0.5 s: each batch is received, then answered late
+    a = Analytics(KEY, capture.url, registry=registry, flush_interval=0.05, request_timeout=1.0)
+    try:
+        for i in range(150):
+            a.capture("run_report", distinct_id="1", properties={"i": i})
+        assert a.flush(20)
+    finally:
+        a.shutdown(timeout=5)
+    uuids = [e["uuid"] for e in capture.events]
+    # The timed-out attempt waits for the late answer instead of sending the batch again: once each, no drops.
+    assert len(uuids) == len(set(uuids)) == 150, (len(uuids), len(set(uuids)))
+    assert sorted(e["properties"]["i"] for e in capture.events) == list(range(150))
+    assert sum(dropped(registry).values()) == 0
+
+
+def test_shutdown_with_a_host_that_never_answers_logs_and_counts_every_loss(
+        registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
+    with BlackHole() as hole:
+        a = Analytics(KEY, hole.url, registry=registry, flush_interval=0.05, request_timeout=3.0)
+        for i in range(2200):
+            a.capture("run_report", distinct_id="1", properties={"i": i})
+        deadline = time.monotonic() + 5
+        while hole.connections == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with caplog.at_level(logging.INFO, logger="telemetry.analytics"):
+            a.shutdown(timeout=1.0)
+    lines = [r for r in caplog.records if r.name.startswith("telemetry.analytics")]
+    assert len(lines) == 1, [r.getMessage() for r in lines]  # one line at shutdown, whatever the path
+    (line,) = lines
+    counts = dropped(registry)
+    assert line.levelno == logging.WARNING
+    assert line.analytics_dropped == 2200 and sum(counts.values()) == 2200  # type: ignore[attr-defined]
+    assert line.analytics_dropped_reasons == {k: v for k, v in counts.items() if v}  # type: ignore[attr-defined]
+    assert line.analytics_sent + line.analytics_dropped == line.analytics_recorded == 2200  # type: ignore[attr-defined]
+
+
+def test_logs_and_analytics_share_one_request_context(analytics: Analytics, registry: Registry) -> None:
+    import asyncio
+
+    from telemetry import logs
+    from telemetry.context import current_request
+    from telemetry.instrumentation.asgi import instrument_asgi
+
+    seen: list[tuple[str | None, dict[str, Any]]] = []
+
+    async def page(request: Request) -> HTMLResponse:
+        logs.bind(user_id=42)
+        context = current_request()
+        assert context is not None
+        seen.append((context.route, logs.bound_fields()))
+        return HTMLResponse("<p>hi</p>")
+
+    app = Starlette(routes=[Route("/dashboard/{rest:path}", page)])
+    app.add_middleware(PageViewMiddleware, analytics=analytics)
+    wrapped = instrument_asgi(app, registry=registry)
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=wrapped)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{UNREACHED}") as client:
+            return await client.get("/dashboard/tuist/app", headers={"x-request-id": "r-1"})
+
+    assert asyncio.run(get()).status_code == 200
+    # The analytics route and the log fields (the ASGI middleware's request id, the handler's bind) are one.
+    ((route, fields),) = seen
+    assert route == "/dashboard/tuist/app"
+    assert fields["user_id"] == 42 and fields["method"] == "GET" and "request_id" in fields

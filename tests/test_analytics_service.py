@@ -155,3 +155,28 @@ def test_posthog_down_or_black_holed_changes_nothing_for_requests(tmp_path: Path
         finally:
             for s in services:
                 s.stop()
+
+
+def test_sigterm_with_a_host_that_never_answers_logs_one_line_with_every_loss(tmp_path: Path) -> None:
+    import json
+
+    with BlackHole() as hole:
+        env = {"TUIST_POSTHOG_API_KEY": KEY, "TUIST_POSTHOG_URL": hole.url}
+        service = ServiceProcess(tmp_path, env=env, traffic=False)
+        try:
+            service.wait_ready()
+            with httpx.Client(base_url=service.url, timeout=10) as client:
+                for _ in range(300):  # 300 page views, queued behind an upload that hangs
+                    assert client.get("/").status_code == 200
+            counted = sample_total(service.scrape(), "tuist_analytics_events_dropped_total")
+            assert service.stop() == 143, service.output()
+        finally:
+            service.stop()
+    lines = [json.loads(line) for line in service.log_lines() if '"analytics: shutdown' in line]
+    assert len(lines) == 1, service.output()
+    (line,) = lines
+    # Nothing reached PostHog: every page view is in the line, by reason, and sent + dropped == recorded.
+    assert line["level"] == "warning" and line["analytics_sent"] == 0
+    assert line["analytics_recorded"] >= 300
+    assert line["analytics_dropped"] == line["analytics_recorded"] == sum(line["analytics_dropped_reasons"].values())
+    assert counted <= line["analytics_dropped"]

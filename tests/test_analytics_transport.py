@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,7 +21,7 @@ class _Host:
     """An HTTP/1.1 host that keeps connections alive, or drops each one after answering without saying so
     (what a host's idle timeout does to a pooled connection)."""
 
-    def __init__(self, *, drop_after_answer: bool = False, status: int = 200) -> None:
+    def __init__(self, *, drop_after_answer: bool = False, status: int = 200, delay: float = 0.0) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.connections = 0  # one handler per accepted connection
@@ -37,6 +38,8 @@ class _Host:
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
                 host.headers.append({k.lower(): v for k, v in self.headers.items()})
                 host.bodies.append(json.loads(gzip.decompress(raw)))
+                if delay:
+                    time.sleep(delay)  # received, answered late
                 payload = b'{"status":1}' if status == 200 else b'{"detail":"nope"}'
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(payload)))
@@ -137,4 +140,19 @@ def test_refused_connection_raises_an_os_error() -> None:
 
 def test_bad_url_is_rejected_at_construction() -> None:
     with pytest.raises(ValueError, match="http"):
-        Transport("k", "ftp://example.invalid")
+        Transport("k", "ftp://127.0.0.1:1")
+
+
+def test_a_timed_out_batch_is_awaited_again_not_sent_twice() -> None:
+    host = _Host(delay=0.6)
+    try:
+        transport = Transport("k", host.url)
+        batch = list(MESSAGES)
+        with pytest.raises(TimeoutError):
+            transport.post(batch, timeout=0.3)  # sent and received; the answer comes after the timeout
+        transport.post(batch, timeout=2)  # the retry reads that answer on the same connection
+        assert len(host.bodies) == 1 and host.connections == 1
+        transport.post(list(MESSAGES), timeout=2)  # the next batch goes out as usual
+        assert len(host.bodies) == 2
+    finally:
+        host.stop()

@@ -245,3 +245,57 @@ def test_readiness_with_redis_on_a_closed_port(tmp_path: Path) -> None:
             assert httpx.get(f"{service.url}/health/live").status_code == 200
     finally:
         closed.close()
+
+
+def test_twenty_concurrent_async_probes_of_a_hung_check_answer_within_its_timeout() -> None:
+    import asyncio
+
+    release = threading.Event()
+    started = []
+
+    def hung() -> None:
+        started.append(1)
+        release.wait(10)
+    health = Health(timeout=0.5)
+    health.add("slow", hung)
+
+    async def probe() -> tuple[float, int]:
+        t0 = time.perf_counter()
+        status, _ = await health.ready_async()
+        return time.perf_counter() - t0, status
+
+    async def main() -> list[tuple[float, int]]:
+        return await asyncio.gather(*(probe() for _ in range(20)))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        release.set()
+    worst = max(t for t, _ in results)
+    assert [s for _, s in results] == [503] * 20
+    assert worst < 0.5 + 0.3, f"slowest of 20 concurrent probes: {worst:.3f} s (timeout 0.5 s)"
+    assert len(started) == 1  # one in-flight check shared by every probe
+
+
+@pytest.mark.slow
+def test_twenty_concurrent_probes_with_a_black_holed_redis_answer_within_the_timeout(tmp_path: Path) -> None:
+    from tests.posthog_capture import BlackHole
+
+    with BlackHole() as hole:  # accepts the TCP connection and never answers the PING
+        port = hole.url.rsplit(":", 1)[1]
+        env = {"REDIS_URL": f"redis://127.0.0.1:{port}/0", "SERVICE_HEALTH_TIMEOUT_SECONDS": "1"}
+        with ServiceProcess(tmp_path, traffic=False, env=env) as service:
+            service.wait_ready()
+
+            def probe() -> tuple[float, int]:
+                t0 = time.perf_counter()
+                response = httpx.get(f"{service.url}/health/ready", timeout=10)
+                return time.perf_counter() - t0, response.status_code
+
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(20) as pool:
+                results = list(pool.map(lambda _: probe(), range(20)))
+    worst = max(t for t, _ in results)
+    assert [s for _, s in results] == [503] * 20
+    assert worst < 1.0 + 0.5, f"slowest of 20 concurrent probes: {worst:.3f} s (timeout 1 s)"

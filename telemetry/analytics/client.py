@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import atexit
 import functools
+import itertools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from telemetry.analytics.context import current_request
 from telemetry.analytics.events import (
     CREATE_ALIAS,
+    CURRENT_URL,
     EVENTS,
     GROUP_IDENTIFY,
     IDENTIFY,
@@ -44,6 +46,7 @@ from telemetry.analytics.sections import Sections
 from telemetry.analytics.sender import Sender
 from telemetry.catalogue import ANALYTICS_DROPPED
 from telemetry.config import ENV, Settings, redact
+from telemetry.context import current_request
 from telemetry.registry import CounterChild, Registry, default_registry
 
 _log = logging.getLogger(__name__)
@@ -102,6 +105,11 @@ class Analytics:
         family = registry.counter(DROPPED_METRIC)
         allowed = family.spec.allowed.get(family.spec.labels[0], frozenset())
         self._drops: dict[str, CounterChild] = {reason: family.labels(reason) for reason in sorted(allowed)}
+        # The process's tally for the shutdown line: events handed to capture (itertools.count's next() is
+        # atomic, no lock on the request path) and drops by reason (counted off the request path, locked).
+        self._recorded = itertools.count(1)
+        self._dropped: dict[str, int] = {}
+        self._dropped_lock = threading.Lock()
 
         missing = [ENV[attr] for attr, value in (("posthog_api_key", api_key), ("posthog_url", url))
                    if not value]
@@ -205,6 +213,7 @@ class Analytics:
         if self._closed:
             self._drop("shutdown")
             return False
+        next(self._recorded)
         try:
             name = event.value if isinstance(event, Event) else event
             if not name.startswith("$") and name not in EVENTS:
@@ -233,7 +242,7 @@ class Analytics:
 
     def page_view(self, url: str, *, route: str, user: User | None = None) -> bool:
         """``$pageview`` for a page the server rendered (what ``PageViewMiddleware`` sends)."""
-        return self.capture(PAGEVIEW, distinct_id=user, properties={"$current_url": url}, route=route)
+        return self.capture(PAGEVIEW, distinct_id=user, properties={CURRENT_URL: url}, route=route)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def flush(self, timeout: float = 5.0) -> bool:
@@ -255,6 +264,21 @@ class Analytics:
             sender.close(self.shutdown_timeout if timeout is None else timeout)
         except Exception:
             _log.exception("analytics: shutdown failed")
+        self._log_shutdown(sender.sent)
+
+    def _log_shutdown(self, sent: int) -> None:
+        """The one line at shutdown: how many events this process handed to analytics, how many reached
+        PostHog and how many were dropped, by reason (the dropped counter has them all by now)."""
+        recorded = next(self._recorded) - 1
+        with self._dropped_lock:
+            reasons = dict(sorted(self._dropped.items()))
+        lost = sum(reasons.values())
+        why = ", ".join(f"{reason}: {n}" for reason, n in reasons.items()) or "none"
+        _log.log(logging.WARNING if lost else logging.INFO,
+                 "analytics: shutdown: %d of %d events dropped (%s), %d delivered to PostHog",
+                 lost, recorded, why, sent,
+                 extra={"analytics_dropped": lost, "analytics_dropped_reasons": reasons,
+                        "analytics_sent": sent, "analytics_recorded": recorded})
 
     def _at_exit(self) -> None:
         self.shutdown(timeout=min(1.0, self.shutdown_timeout))
@@ -288,9 +312,13 @@ class Analytics:
             self._transport.post([self._clean(m) for m in messages], timeout)
 
     def _drop(self, reason: str, count: int = 1) -> None:
-        child = self._drops.get(reason) or self._drops.get("error")
+        if reason not in self._drops:
+            reason = "error"
+        child = self._drops.get(reason)
         if child is not None and count > 0:
             child.inc(count)
+            with self._dropped_lock:
+                self._dropped[reason] = self._dropped.get(reason, 0) + count
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:

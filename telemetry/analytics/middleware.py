@@ -10,8 +10,9 @@ The signed-in user comes from ``user(scope)`` (default: ``request.state.analytic
 service's authentication sets to a ``User``). Anonymous visitors are sent without a person profile and with a
 random per-request id; no cookie is set and nothing is stored.
 
-Also sets the analytics request context, so ``analytics.capture`` calls and ``snippet`` inside the request get
-the route's section and the per-request anonymous id. Disabled analytics: a pass-through.
+Also opens the request context (``telemetry.context``, shared with the logs), so ``analytics.capture`` calls
+and ``snippet`` inside the request get the route's section and the per-request anonymous id. Disabled
+analytics: a pass-through.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from telemetry.analytics.client import Analytics
-from telemetry.analytics.context import enter_request, exit_request
 from telemetry.analytics.identity import User
+from telemetry.context import enter_request, exit_request
 from telemetry.types import ASGIApp, Message, Receive, Scope, Send
 
 _log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class PageViewMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        token = enter_request(path)
+        token = enter_request(route=path)
         try:
             if (scope.get("method") != "GET" or path in self._excluded_exact
                     or path.startswith(self._excluded_prefixes)):

@@ -64,6 +64,7 @@ class Sender:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._abandoned = False
+        self.sent = 0  # events PostHog answered 200 for (and not counted as dropped)
         self._thread = threading.Thread(target=self._run, name="analytics-sender", daemon=True)
         self._thread.start()
 
@@ -109,8 +110,9 @@ class Sender:
                 dropped = self._in_flight + len(self._buffer)
                 self._in_flight = 0
                 self._buffer.clear()
+            # Counted now, before close() returns (and before the service stops serving /metrics); the
+            # client's shutdown line reports them.
             self._on_drop("shutdown", dropped)
-            _log.warning("analytics: an upload outlived the shutdown deadline; %d events dropped", dropped)
 
     # -- sender thread --------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -141,8 +143,11 @@ class Sender:
             _log.exception("analytics: sending a batch failed")
         finally:
             with self._lock:
-                if reason and not self._abandoned:
-                    self._on_drop(reason, len(items))
+                if not self._abandoned:
+                    if reason:
+                        self._on_drop(reason, len(items))
+                    else:
+                        self.sent += len(items)
                 self._in_flight = 0
 
     def _deliver(self, items: list[Any]) -> str | None:
@@ -163,7 +168,9 @@ class Sender:
             except Exception as error:
                 attempt += 1
                 if attempt > self.max_retries or not _retriable(error) or self._past_deadline():
-                    _log.warning("analytics: %d events not delivered to PostHog: %s", len(messages), error)
+                    if not self._closed.is_set():  # at shutdown the client's one line reports it
+                        _log.warning("analytics: %d events not delivered to PostHog: %s", len(messages),
+                                     error)
                     return "send_failed"
                 # Closing interrupts the backoff: retries then run at once, within the deadline.
                 self._closed.wait(self.backoff * 2 ** (attempt - 1))

@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from telemetry.analytics.client import Analytics
-from telemetry.analytics.context import current_request
 from telemetry.analytics.events import PAGE_SECTION
 from telemetry.analytics.identity import User
+from telemetry.context import current_request
 
 _JS_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
                0x2028: "\\u2028", 0x2029: "\\u2029"}

@@ -11,6 +11,11 @@ The request is the one posthog-python sends: ``POST {url}/batch/`` with ``{"batc
 "api_key": ...}``, gzip with ``Content-Encoding: gzip``, posthog-python's User-Agent, messages encoded with its
 ``DatetimeSerializer``; a non-200 answer raises its ``APIError`` (with the status the sender's retry rule reads).
 Proxies from the environment are not used.
+
+A request that was sent but not answered within its timeout may have reached PostHog. The next attempt for the
+same batch therefore first waits again for the answer on the same connection instead of sending the batch a
+second time; only if that wait times out too is the batch sent again (with the same event ``uuid``s, which
+PostHog uses to drop duplicates).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class Transport:
         self._connection: http.client.HTTPConnection | None = None
         # The sender retries a failed batch with the same list: its bytes are built once, not per attempt.
         self._last: tuple[list[dict[str, Any]], bytes] | None = None
+        # The batch whose request was sent and whose answer timed out, on the still-open connection.
+        self._unanswered: list[dict[str, Any]] | None = None
 
     def post(self, messages: list[dict[str, Any]], timeout: float) -> None:
         """Send one batch; raises ``TypeError`` for a value JSON cannot encode, ``APIError`` for a non-200
@@ -59,7 +66,11 @@ class Transport:
         else:
             body = self._encode(messages)
             self._last = (messages, body)
-        status, payload = self._send(body, timeout)
+        unanswered, self._unanswered = self._unanswered, None
+        if unanswered is messages and self._connection is not None:
+            status, payload = self._await_answer(timeout)
+        else:
+            status, payload = self._send(body, timeout)
         if status != 200:
             raise self._api_error(status, payload.decode("utf-8", "replace")[:500])
 
@@ -72,10 +83,24 @@ class Transport:
         body = f'{{"batch": [{", ".join(encoded)}], "sent_at": {sent_at}, "api_key": {self._api_key}}}'.encode()
         return gzip.compress(body, compresslevel=1) if self._gzip else body
 
+    def _await_answer(self, timeout: float) -> tuple[int, bytes]:
+        """Wait once more for the answer to the request sent last; the connection is dropped if that fails."""
+        connection = self._connection
+        assert connection is not None
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout)
+        try:
+            return self._answer(connection)
+        except _CONNECTION_ERRORS:
+            self.close()
+            raise
+
     def _send(self, body: bytes, timeout: float) -> tuple[int, bytes]:
         reused = self._connection is not None
         try:
             return self._request(body, timeout)
+        except TimeoutError:
+            raise  # sent, maybe received: not sent again here (see post)
         except _CONNECTION_ERRORS:
             self.close()
             if not reused:
@@ -99,13 +124,26 @@ class Transport:
         elif connection.sock is not None:
             connection.sock.settimeout(timeout)
         connection.request("POST", self._path, body, self._headers)
+        if self._last is not None and self._last[1] is body:
+            self._unanswered = self._last[0]
+        try:
+            return self._answer(connection)
+        except TimeoutError:
+            raise  # the connection stays open: the next attempt waits for this answer (post)
+        except BaseException:
+            self._unanswered = None
+            raise
+
+    def _answer(self, connection: http.client.HTTPConnection) -> tuple[int, bytes]:
         response = connection.getresponse()
+        self._unanswered = None
         payload = response.read()
         if response.will_close:
             self.close()
         return response.status, payload
 
     def close(self) -> None:
+        self._unanswered = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None

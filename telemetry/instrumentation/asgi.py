@@ -24,6 +24,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+from telemetry.context import enter_request, exit_request
 from telemetry.instrumentation.inbound import (
     KNOWN_METHODS,
     OTHER_METHOD,
@@ -33,7 +34,6 @@ from telemetry.instrumentation.inbound import (
     method_label,
     request_id,
 )
-from telemetry.logs import enter_request, exit_request
 from telemetry.registry import Registry
 from telemetry.types import ASGIApp, Message, Receive, Scope, Send
 

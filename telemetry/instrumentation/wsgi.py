@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from telemetry.context import enter_request, exit_request
 from telemetry.instrumentation.inbound import (
     REQUEST_ID_HEADER,
     UNMATCHED_ROUTE,
@@ -27,7 +28,6 @@ from telemetry.instrumentation.inbound import (
     method_label,
     request_id,
 )
-from telemetry.logs import enter_request, exit_request
 from telemetry.registry import Registry
 from telemetry.types import Environ, StartResponse, WSGIApp
 

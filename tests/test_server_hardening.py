@@ -175,3 +175,18 @@ def test_stop_closes_open_connections() -> None:
     sock.settimeout(2)
     assert sock.recv(10) == b""
     sock.close()
+
+
+def test_gzip_keep_alive_scrapes_do_not_wait_for_delayed_acks() -> None:
+    s = MetricsServer(lambda: "m_total 1\n" * 5000, host="127.0.0.1", port=0)
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+    try:
+        start = time.monotonic()
+        for _ in range(20):
+            conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+            response = conn.getresponse()
+            assert response.getheader("Content-Encoding") == "gzip" and response.read()
+        assert time.monotonic() - start < 0.4  # 20 delayed ACKs (~40 ms each) would be 0.8 s
+    finally:
+        conn.close()
+        s.stop()

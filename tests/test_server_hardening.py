@@ -50,6 +50,7 @@ def test_slowloris_connections_are_cut_by_the_whole_head_timeout(server: Metrics
                 s.send(b"X")
     wait_for(lambda: server.open_connections == 0, timeout=2.5)
     assert time.monotonic() - start < 2.5
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name == "telemetry-metrics-conn"], timeout=1)
     for s in socks:
         s.close()
 

@@ -109,9 +109,12 @@ class MetricsServer:
         self._wake_w.close()
 
     def _accept_loop(self) -> None:
+        poller = select.poll()  # poll, not select: a busy service's descriptors may be numbered past 1024
+        poller.register(self._listener, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
         while not self._stopping.is_set():
-            ready, _, _ = select.select([self._listener, self._wake_r], [], [])
-            if self._wake_r in ready:
+            ready = {fd for fd, _ in poller.poll()}
+            if self._wake_r.fileno() in ready:
                 return
             try:
                 sock, peer = self._listener.accept()
@@ -197,11 +200,12 @@ class _Reader:
         self._conn = conn
 
     def wait_readable(self, timeout: float) -> bool:
+        poller = select.poll()
         try:
-            ready, _, _ = select.select([self._sock], [], [], timeout)
+            poller.register(self._sock, select.POLLIN)
+            return bool(poller.poll(timeout * 1000))
         except (OSError, ValueError):  # closed by stop()
             return False
-        return bool(ready)
 
     def next_event(self, deadline: float) -> h11.Event | type[h11.NEED_DATA]:
         while True:

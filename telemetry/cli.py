@@ -120,9 +120,7 @@ def serve(directory: str, host: str | None, port: int | None) -> int:
         registry.set_limits(settings.cardinality_limit, settings.cardinality_limits)
         registry.set_label_limits(settings.label_value_max_length, settings.label_bytes_per_series)
         view = DirectoryView(os.path.abspath(directory), registry)
-        server = MetricsServer(view.render, host=settings.metrics_host, port=settings.metrics_port,
-                               path=settings.metrics_path, bearer_token=settings.metrics_bearer_token,
-                               basic_auth=settings.metrics_basic_auth, shared=True)
+        server = MetricsServer.from_settings(settings, view.render, shared=True)
     except (SettingsError, ExpositionError) as exc:
         print(f"tuist-telemetry: {exc}", file=sys.stderr)
         return 2

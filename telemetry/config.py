@@ -223,6 +223,12 @@ FIELDS: tuple[Field, ...] = (
           "When set, /metrics requires Authorization: Bearer <token>.", secret=True),
     Field("metrics_basic_auth", "TUIST_METRICS_BASIC_AUTH", parse_basic_auth,
           "When set (user:password), /metrics requires HTTP basic auth.", secret=True),
+    Field("metrics_request_timeout", "TUIST_METRICS_REQUEST_TIMEOUT", parse_positive_float,
+          "Seconds a /metrics client has to send a complete request head (and body) before it is disconnected."),
+    Field("metrics_idle_timeout", "TUIST_METRICS_IDLE_TIMEOUT", parse_positive_float,
+          "Seconds an idle keep-alive connection to /metrics stays open."),
+    Field("metrics_max_connections", "TUIST_METRICS_MAX_CONNECTIONS", parse_positive_int,
+          "Open /metrics connections at most; further ones get 503 with Retry-After and are closed."),
     Field("cardinality_limit", "TUIST_METRICS_CARDINALITY_LIMIT", parse_positive_int,
           "Label sets kept per metric before new ones go to the overflow series."),
     Field("cardinality_limits", "TUIST_METRICS_CARDINALITY_LIMITS", parse_limits,
@@ -364,6 +370,9 @@ class Settings(EnvSettings):
     metrics_path: str = "/metrics"
     metrics_bearer_token: str = ""
     metrics_basic_auth: str = ""
+    metrics_request_timeout: float = 10.0
+    metrics_idle_timeout: float = 30.0
+    metrics_max_connections: int = 64
     cardinality_limit: int = 2000
     cardinality_limits: Mapping[str, int] = field(default_factory=dict)
     label_value_max_length: int = LABEL_VALUE_MAX_LENGTH

@@ -202,10 +202,7 @@ def _start(settings: Settings, registry: Registry, recorders: Recorders, serve: 
         if serve:
             # In multi-process mode every worker may listen on the port (SO_REUSEPORT) and answers with the
             # merged view, so no worker fails to start because another took the port.
-            telemetry.server = MetricsServer(reader.scrape, host=settings.metrics_host,
-                                             port=settings.metrics_port, path=settings.metrics_path,
-                                             bearer_token=settings.metrics_bearer_token,
-                                             basic_auth=settings.metrics_basic_auth, shared=mode is not None)
+            telemetry.server = MetricsServer.from_settings(settings, reader.scrape, shared=mode is not None)
     except BaseException:
         telemetry.shutdown()
         raise

@@ -25,6 +25,7 @@ from telemetry.analytics import EVENTS, Analytics, Event, PageViewMiddleware, Se
 from telemetry.analytics.client import DROPPED_METRIC
 from telemetry.config import ENV, Settings, SettingsError
 from telemetry.registry import Registry
+from telemetry.testing import wait_for
 from tests.conftest import free_port
 from tests.posthog_capture import BlackHole, CaptureServer
 
@@ -395,10 +396,7 @@ def test_host_down_never_blocks_and_shutdown_is_bounded(registry: Registry) -> N
     worst = _flood(a, 300)
     assert worst < 0.25  # no network on the calling thread (a scheduling hiccup on a busy machine is not)
     # The uploader fails batches in the background; they are counted, not raised.
-    deadline = time.monotonic() + 15
-    while dropped(registry)["send_failed"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert dropped(registry)["send_failed"] >= 1
+    wait_for(lambda: dropped(registry)["send_failed"] >= 1, 15, what="a failed batch to be counted")
     _flood(a, 300)
     start = time.monotonic()
     a.shutdown()  # default budget: 5 s
@@ -417,10 +415,7 @@ def test_black_holed_host_never_blocks_and_shutdown_is_bounded(registry: Registr
         a = Analytics(KEY, hole.url, registry=registry, flush_interval=0.05, request_timeout=30)
         worst = _flood(a, 500)
         assert worst < 0.25  # the upload hangs for 30 s: a call that waited for it would show
-        deadline = time.monotonic() + 5
-        while hole.connections == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert hole.connections >= 1  # an upload is hanging in the black hole
+        wait_for(lambda: hole.connections >= 1, 5, what="an upload hanging in the black hole")
         start = time.monotonic()
         a.shutdown(timeout=2.0)
         took = time.monotonic() - start
@@ -588,9 +583,7 @@ def test_shutdown_with_a_host_that_never_answers_logs_and_counts_every_loss(
         a = Analytics(KEY, hole.url, registry=registry, flush_interval=0.05, request_timeout=3.0)
         for i in range(2200):
             a.capture("run_report", distinct_id="1", properties={"i": i})
-        deadline = time.monotonic() + 5
-        while hole.connections == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: hole.connections >= 1, 5, what="an upload hanging in the black hole")
         with caplog.at_level(logging.INFO, logger="telemetry.analytics"):
             a.shutdown(timeout=1.0)
     lines = [r for r in caplog.records if r.name.startswith("telemetry.analytics")]

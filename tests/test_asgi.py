@@ -29,6 +29,7 @@ from starlette.routing import Mount, Route
 from telemetry import logs
 from telemetry.instrumentation.asgi import OTHER_METHOD, UNMATCHED_ROUTE, HTTPServerMiddleware, instrument_asgi
 from telemetry.registry import Registry
+from telemetry.testing import wait_for
 from tests.conftest import free_port
 
 T = TypeVar("T")
@@ -101,10 +102,7 @@ def served() -> Iterator[Served]:
                                            http="h11", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
+    wait_for(lambda: server.started, 10, interval=0.02, what="uvicorn to start")
     yield Served(f"http://127.0.0.1:{port}", registry, spans, log)
     server.should_exit = True
     thread.join(10)

@@ -8,13 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
 from telemetry.catalogue import CATALOGUE, documented, documented_names
 from telemetry.cli import catalogue_json, catalogue_markdown, main
+from telemetry.testing import WaitTimeout, parse_exposition, wait_for
 
 from .conftest import free_port
 
@@ -64,16 +64,20 @@ def test_simulate_serves_every_documented_name_then_stops_on_sigterm() -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.strip() == f"simulating; metrics at http://127.0.0.1:{port}/metrics"
-        deadline = time.monotonic() + 20
         missing: list[str] = list(documented_names())
-        while missing and time.monotonic() < deadline:
-            time.sleep(0.3)
+
+        def every_family_served() -> bool:
+            nonlocal missing
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                lines = response.read().decode().splitlines()
+                served = {sample.name for sample in parse_exposition(response.read().decode())}
             # A histogram documented under its family name shows up as its _bucket/_sum/_count samples.
-            missing = [s.name for s in documented() if not any(x.startswith((n + "{", n + " "))
-                                                                for x in lines for n in s.sample_names)]
-        assert missing == [], f"no samples for {missing}"
+            missing = [s.name for s in documented() if not served & set(s.sample_names)]
+            return not missing
+
+        try:
+            wait_for(every_family_served, 20, interval=0.3, what="samples for every documented family")
+        except WaitTimeout:
+            raise AssertionError(f"no samples for {missing}") from None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

@@ -11,11 +11,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from telemetry.health import Health
+from telemetry.testing import wait_for
 from tests.conftest import port_open, require
 from tests.service_process import ServiceProcess
 
@@ -172,13 +174,13 @@ def pg_database() -> Iterator[str]:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def wait_for(url: str, status: int, timeout: float = 10) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while True:
+def wait_for_status(url: str, status: int, timeout: float = 10) -> httpx.Response:
+    """The first response of ``url`` with ``status``."""
+    def answered() -> httpx.Response | None:
         response = httpx.get(url, timeout=5)
-        if response.status_code == status or time.monotonic() > deadline:
-            return response
-        time.sleep(0.2)
+        return response if response.status_code == status else None
+
+    return wait_for(answered, timeout, interval=0.2, what=f"{url} to answer {status}")
 
 
 @pytest.mark.slow
@@ -196,19 +198,21 @@ def test_readiness_with_postgresql_and_redis_and_their_outages(tmp_path: Path, p
             assert httpx.get(f"{service.url}/dashboard/acme/ios-app").status_code == 401  # serving
 
             redis.cut()
-            down = wait_for(f"{service.url}/health/ready", 503)
+            down = wait_for_status(f"{service.url}/health/ready", 503)
             assert down.status_code == 503 and down.json()["failing"] == ["redis"]
             assert down.json()["checks"]["database"]["status"] == "ok"
             assert httpx.get(f"{service.url}/health/live").status_code == 200
 
             pg.cut()
             t0 = time.monotonic()
-            both = wait_for(f"{service.url}/health/ready", 503)
+            both = wait_for_status(f"{service.url}/health/ready", 503)
             body = both.json()
-            deadline = time.monotonic() + 10
-            while body["failing"] != ["database", "redis"] and time.monotonic() < deadline:
-                body = httpx.get(f"{service.url}/health/ready", timeout=5).json()
-            assert body["failing"] == ["database", "redis"], body
+            if body["failing"] != ["database", "redis"]:
+                def both_failing() -> dict[str, Any] | None:
+                    current: dict[str, Any] = httpx.get(f"{service.url}/health/ready", timeout=5).json()
+                    return current if current["failing"] == ["database", "redis"] else None
+
+                body = wait_for(both_failing, 10, what="both checks to fail")
             assert time.monotonic() - t0 < 10
             live = httpx.get(f"{service.url}/health/live")
             assert live.status_code == 200 and live.json() == {"status": "ok"}
@@ -218,7 +222,7 @@ def test_readiness_with_postgresql_and_redis_and_their_outages(tmp_path: Path, p
 
             pg.restore()
             redis.restore()
-            back = wait_for(f"{service.url}/health/ready", 200, timeout=15)
+            back = wait_for_status(f"{service.url}/health/ready", 200, timeout=15)
             assert back.status_code == 200, back.text
             text = service.scrape()
             assert "tuist_repo_pool_db_connection_disconnected" in text

@@ -12,6 +12,7 @@ import pytest
 from telemetry.catalogue import STORAGE_OPERATIONS, spec
 from telemetry.recorders import AccountCounts, Recorders
 from telemetry.registry import Registry
+from telemetry.testing import wait_for
 
 
 @pytest.fixture
@@ -197,10 +198,11 @@ def test_accounts_gauges_come_from_a_cached_callback(rec: Recorders, registry: R
     # Until the first fetch finishes there is no sample rather than a false zero, and scrapes do not wait.
     assert registry.gauge("tuist_projects_total").series() == []
     gate.set()
-    deadline = time.monotonic() + 5
-    while not registry.gauge("tuist_projects_total").series() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    def fetched() -> bool:
         registry.observe_gauges()
+        return bool(registry.gauge("tuist_projects_total").series())
+
+    wait_for(fetched, 5, interval=0.01, what="the first fetch")
     assert registry.gauge("tuist_projects_total").labels().value == 12
     assert registry.gauge("tuist_accounts_organizations_total").labels().value == 4
     assert registry.gauge("tuist_accounts_users_total").labels().value == 58
@@ -209,10 +211,11 @@ def test_accounts_gauges_come_from_a_cached_callback(rec: Recorders, registry: R
     assert len(calls) == 1, "the cached value is reused within refresh_seconds"
     time.sleep(1.05)
     registry.observe_gauges()  # stale: serves the old value, refreshes in the background
-    deadline = time.monotonic() + 5
-    while registry.gauge("tuist_accounts_users_total").labels().value != 59 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    def refreshed() -> bool:
         registry.observe_gauges()
+        return registry.gauge("tuist_accounts_users_total").labels().value == 59
+
+    wait_for(refreshed, 5, interval=0.01, what="the background refresh")
     assert len(calls) == 2
     assert registry.gauge("tuist_accounts_users_total").labels().value == 59
     rec.accounts.unregister()

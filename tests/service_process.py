@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import os
 import secrets
 import sqlite3
@@ -81,6 +82,17 @@ class ServiceProcess:
 
     def log_lines(self) -> list[str]:
         return self.stderr_path.read_text(errors="replace").splitlines()
+
+    def access_line(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The JSON access line of the request with ``request_id`` (written just after its response)."""
+        def find() -> dict[str, Any] | None:
+            for raw in self.log_lines():
+                record: dict[str, Any] = json.loads(raw)
+                if record.get("request_id") == request_id and record.get("message") == "request completed":
+                    return record
+            return None
+
+        return wait_for(find, timeout, interval=0.1, what=f"the access line of request {request_id}")
 
     def stop(self) -> int:
         if self.process.poll() is None:

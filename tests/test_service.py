@@ -204,10 +204,8 @@ def test_accounts_gauges_follow_the_database(quiet: ServiceProcess) -> None:
     created = httpx.post(f"{quiet.url}/api/projects", json={"account": "acme", "name": f"new-{free_port()}"},
                          headers={"authorization": f"Bearer {token}"})
     assert created.status_code == 201
-    deadline = time.monotonic() + 10
-    while sample_total(quiet.scrape(), "tuist_projects_total") != projects + 1 and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert sample_total(quiet.scrape(), "tuist_projects_total") == projects + 1
+    wait_for(lambda: sample_total(quiet.scrape(), "tuist_projects_total") == projects + 1, 10, interval=0.3,
+             what="the projects gauge to count the new project")
 
 
 def test_pool_recycling_counts_disconnects_without_concurrent_requests(quiet: ServiceProcess) -> None:
@@ -259,12 +257,8 @@ def test_bad_input_gets_4xx_json_counted_by_status(quiet: ServiceProcess) -> Non
         after = quiet.scrape()
         return {k: sample_total(after, "http_requests_total", method=k[0], route=k[1], status=k[2])
                 - sample_total(before, "http_requests_total", method=k[0], route=k[1], status=k[2]) for k in expected}
-    deadline = time.monotonic() + 5  # a request is counted just after its response went out
-    got = deltas()
-    while got != expected and time.monotonic() < deadline:
-        time.sleep(0.1)
-        got = deltas()
-    assert got == expected
+    # A request is counted just after its response went out.
+    wait_for(lambda: deltas() == expected, 5, interval=0.1, what=f"the request counts {expected}")
 
 
 def test_request_ids_and_log_lines(quiet: ServiceProcess) -> None:
@@ -274,15 +268,7 @@ def test_request_ids_and_log_lines(quiet: ServiceProcess) -> None:
     assert given.headers["x-request-id"] == "req-abc.123"
     made = httpx.get(f"{quiet.url}/health/live", headers={"x-request-id": 'bad "id" with spaces'})
     assert re.fullmatch(r"[0-9a-f]{32}", made.headers["x-request-id"])
-    deadline = time.monotonic() + 5
-    line: dict[str, object] = {}
-    while time.monotonic() < deadline and not line:
-        for raw in quiet.log_lines():
-            record = json.loads(raw)
-            if record.get("request_id") == "req-abc.123" and record.get("message") == "request completed":
-                line = record
-        time.sleep(0.1)
-    assert line, "no access log line for the request"
+    line = quiet.access_line("req-abc.123")
     assert line["method"] == "GET" and line["route"] == "/api/projects" and line["status"] == 200
     assert line["user_id"] == 3 and line["level"] == "info"
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] > 0
@@ -305,9 +291,7 @@ def test_failure_rate_makes_api_routes_fail_and_reports_to_sentry(tmp_path: Path
         assert httpx.get(f"{service.url}/").status_code == 200
         text = service.scrape()
         assert sample_total(text, "http_requests_total", route="/api/projects", status="500") == 3
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(sentry.received("/api/42/envelope")) < 3:
-            time.sleep(0.2)
+        wait_for(lambda: len(sentry.received("/api/42/envelope")) >= 3, 10, interval=0.2, what="three Sentry events")
         time.sleep(1.0)  # anything extra (a second event per error) would have arrived by now
         envelopes = sentry.received("/api/42/envelope")
         assert len(envelopes) == 3  # one event per error: error log lines are breadcrumbs, not events

@@ -6,7 +6,6 @@ import gzip
 import os
 import socket
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +16,7 @@ import pytest
 import telemetry
 from telemetry.config import ENV
 from telemetry.registry import Registry
+from telemetry.testing import wait_for
 
 from .conftest import free_port
 
@@ -149,9 +149,7 @@ def test_otlp_push_carries_the_catalogue_beside_sdk_metrics(registry: Registry, 
     t = telemetry.setup(registry=registry, serve=False, service_name="pushed")
     t.recorders.runs.record("test", is_ci=True, status=1, duration_ms=250.0)
     t.recorders.cache.event("miss")
-    deadline = time.monotonic() + 10
-    while not bodies and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: bodies, 10, what="the first OTLP push")
     telemetry.shutdown()  # flushes a final export
     assert bodies, "nothing was pushed"
     request = ExportMetricsServiceRequest()

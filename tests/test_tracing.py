@@ -4,15 +4,15 @@ to an OTLP/HTTP endpoint started here, decoded with opentelemetry-proto — with
 from __future__ import annotations
 
 import gzip
-import json
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from telemetry.testing import wait_for
 from telemetry.tracing import capture_exception, otlp_traces_endpoint, setup_tracing
 from tests.service_process import RecordingServer, ServiceProcess, issue_token
 
@@ -102,11 +102,11 @@ def test_service_spans_reach_an_otlp_endpoint_with_the_log_lines_trace_ids(tmp_p
         assert download.status_code == 200 and download.content == b"a" * 100
 
         route = "GET /api/projects/{account}/{project}/cache/{hash}"
-        deadline = time.monotonic() + 15
-        spans = decode_spans(collector)
-        while time.monotonic() < deadline and not any(s[0] == route for s in spans):
-            time.sleep(0.3)
+        def with_server_span() -> list[Any]:
             spans = decode_spans(collector)
+            return spans if any(s[0] == route for s in spans) else []
+
+        spans = wait_for(with_server_span, 15, interval=0.3, what=f"the span {route}")
         [server] = [s for s in spans if s[0] == route]
         trace_id = server[1]
         in_trace = [s for s in spans if s[1] == trace_id]
@@ -123,14 +123,7 @@ def test_service_spans_reach_an_otlp_endpoint_with_the_log_lines_trace_ids(tmp_p
         # no raw paths in span names
         assert not any(digest in s[0] for s in spans)
 
-        deadline = time.monotonic() + 5
-        access: dict[str, object] = {}
-        while not access and time.monotonic() < deadline:
-            for raw in service.log_lines():
-                record = json.loads(raw)
-                if record.get("request_id") == "trace-me" and record["message"] == "request completed":
-                    access = record
-            time.sleep(0.1)
+        access = service.access_line("trace-me")
         assert access["trace_id"] == trace_id
         assert access["span_id"] == server[2]
         assert access["route"] == "/api/projects/{account}/{project}/cache/{hash}" and access["user_id"] == 1

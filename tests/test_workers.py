@@ -23,7 +23,7 @@ from typing import Any, cast
 import pytest
 
 from telemetry.catalogue import PROCESS_THREADS, RUNTIME
-from telemetry.testing import parse_exposition, sample_total, wait_for
+from telemetry.testing import WaitTimeout, parse_exposition, sample_total, wait_for
 from tests.conftest import free_port, port_open
 from tests.service_process import issue_token
 from tests.test_prometheus import NOT_YET, prometheus_scraping
@@ -54,17 +54,15 @@ class Group:
         return self.log.read_text(errors="replace")[-6000:]
 
     def wait(self, host_port: str, path: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(f"exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if get(host_port, path)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"{host_port}{path} did not answer within {timeout} s:\n{self.output()}")
+            return get(host_port, path)[0] == 200
+
+        try:
+            wait_for(answers, timeout, interval=0.1, what=f"{host_port}{path} to answer", ignore=(OSError,))
+        except WaitTimeout as exc:
+            raise AssertionError(f"{exc}:\n{self.output()}") from None
 
     def stop(self) -> int | None:
         pgid = self.process.pid  # start_new_session: the group's id is the leader's pid

@@ -12,7 +12,6 @@ name arrives under its documented name with its documented labels.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -51,7 +50,7 @@ from telemetry.catalogue import (
 )
 from telemetry.registry import Registry
 from telemetry.remote_write import RemoteWriteExporter, remote_write_reader
-from telemetry.testing import wait_for
+from telemetry.testing import parse_exposition, wait_for
 
 from .conftest import free_port, require_binary
 from .test_bounded_shutdown import Sink
@@ -149,20 +148,9 @@ def test_stock_exporter_appends_units_and_writes_histograms_prometheus_cannot_us
     assert twice == {"application_info"}
 
 
-_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
 def scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """The samples of a text exposition under the names written (a parser would add _total to counters)."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            match = _SAMPLE.match(line)
-            assert match, line
-            name, labels, value = match.groups()
-            out[(name, frozenset(_LABEL.findall(labels or "")))] = float(value)
-    return out
+    return {(s.name, frozenset(s.labels.items())): s.value for s in parse_exposition(text)}
 
 
 def test_remote_write_exporter_sends_what_a_scrape_shows(sink: Sink, registry: Registry, clean_setup: None) -> None:

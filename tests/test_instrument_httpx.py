@@ -267,7 +267,7 @@ def test_instrumenting_twice_never_double_counts(server: LoopbackServer, registr
 
 def test_unsupported_types_raise_type_error_naming_what_is_accepted() -> None:
     with pytest.raises(TypeError, match=r"httpx\.Client, an httpx\.AsyncClient or None.*not str"):
-        instrument_httpx("http://example.invalid")  # type: ignore[arg-type]
+        instrument_httpx("http://127.0.0.1:9")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"httpx\.Client"):
         uninstrument_httpx(object())  # type: ignore[arg-type]
 

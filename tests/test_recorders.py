@@ -161,7 +161,7 @@ def test_storage_timed_decorator_sync_and_async(rec: Recorders, registry: Regist
     @rec.storage.timed("multipart_generate_upload_part_presigned_url")
     async def presign(object_key: str, upload_id: str, part_number: int = 1) -> str:
         await asyncio.sleep(0.001)
-        return f"https://example.invalid/{object_key}/{part_number}"
+        return f"http://127.0.0.1:9/{object_key}/{part_number}"
 
     assert get_size("b", object_key="a.zip") == 4_096
     assert asyncio.run(presign("a.zip", "u1", part_number=3)).endswith("/3")

@@ -7,11 +7,12 @@ exposition, auth, gzip, HEAD and 405 as the built-in server (both answer through
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Protocol
 
 from telemetry.exposition.endpoint import Endpoint
+from telemetry.types import ASGIApp, Environ, Receive, Scope, Send, StartResponse, WSGIApp
 
 
 class _Source(Protocol):
@@ -27,10 +28,6 @@ def _endpoint(source: _Source, bearer_token: str | None, basic_auth: str | None)
     return Endpoint(source.scrape, path=None, bearer_token=bearer_token, basic_auth=basic_auth)
 
 
-Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
-
-
 def metrics_asgi_app(source: _Source, *, bearer_token: str | None = None,
                      basic_auth: str | None = None) -> ASGIApp:
     """An ASGI app answering every path with ``source.scrape()`` (a ``Telemetry`` or a ``PrometheusReader``).
@@ -44,8 +41,7 @@ class _ASGI:
     def __init__(self, endpoint: Endpoint) -> None:
         self._endpoint = endpoint
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
-                       send: Callable[[Any], Awaitable[None]]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self._endpoint
         if scope["type"] == "lifespan":
             while True:
@@ -66,15 +62,12 @@ class _ASGI:
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else response.body})
 
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
 def metrics_wsgi_app(source: _Source, *, bearer_token: str | None = None,
                      basic_auth: str | None = None) -> WSGIApp:
     """A WSGI app answering every path with ``source.scrape()``; auth as for ``metrics_asgi_app``."""
     endpoint = _endpoint(source, bearer_token, basic_auth)
 
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         response = endpoint.respond(method, environ.get("PATH_INFO", "/"),
                                     authorization=environ.get("HTTP_AUTHORIZATION", ""),

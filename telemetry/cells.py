@@ -26,11 +26,9 @@ from telemetry import _sdk
 _INF = float("inf")
 # The largest finite float: ints above it could not be converted, summed or parsed by Prometheus.
 MAX_NUMBER = sys.float_info.max
-_MAX = MAX_NUMBER
 # Ints up to 2**53 are kept as ints (exact, and written as 3 rather than 3.0, as prometheus_client does); a
 # bigger one becomes a float, so the fast paths below let only those through unconverted.
 EXACT_MAX = float(2**53)
-_EXACT = EXACT_MAX
 _ONE = 1  # the default increment, checked by identity on the hot path
 
 
@@ -52,7 +50,7 @@ def number(metric: str, value: object) -> int | float:
     if cls is float:
         return value  # type: ignore[return-value]
     if cls is int:
-        if -_EXACT <= value <= _EXACT:  # type: ignore[operator]
+        if -EXACT_MAX <= value <= EXACT_MAX:  # type: ignore[operator]
             return value  # type: ignore[return-value]
         try:  # a bigger int: as a float, so that no sum of ints ever passes what Prometheus can parse
             return float(value)  # type: ignore[arg-type]
@@ -73,7 +71,7 @@ def number(metric: str, value: object) -> int | float:
 def increment(metric: str, amount: object) -> int | float:
     """A counter increment, converted and checked: finite and >= 0."""
     amount = number(metric, amount)
-    if not 0 <= amount <= _MAX:  # also rejects NaN and ints past the float range
+    if not 0 <= amount <= MAX_NUMBER:  # also rejects NaN and ints past the float range
         raise ValueError(f"{metric}: increments must be finite and >= 0, got {shown(amount)}")
     return amount
 
@@ -82,7 +80,7 @@ def observation(metric: str, value: object) -> int | float:
     """A histogram observation, converted and checked: finite and >= 0 (every catalogue histogram measures
     a duration or a size)."""
     value = number(metric, value)
-    if not 0 <= value <= _MAX:
+    if not 0 <= value <= MAX_NUMBER:
         raise ValueError(f"{metric}: observations must be finite and >= 0, got {shown(value)}")
     return value
 
@@ -90,7 +88,7 @@ def observation(metric: str, value: object) -> int | float:
 def gauge_value(metric: str, value: object, what: str = "gauge values") -> int | float:
     """A gauge value or change, converted and checked: finite."""
     value = number(metric, value)
-    if not -_MAX <= value <= _MAX:
+    if not -MAX_NUMBER <= value <= MAX_NUMBER:
         raise ValueError(f"{metric}: {what} must be finite numbers, got {shown(value)}")
     return value
 
@@ -134,7 +132,7 @@ class CounterCell(_Scalar):
         """Add ``amount`` (finite, >= 0)."""
         if amount is not _ONE:  # inc(): nothing to check
             cls = amount.__class__
-            if (cls is not int and cls is not float) or not 0 <= amount <= _EXACT:  # also rejects NaN
+            if (cls is not int and cls is not float) or not 0 <= amount <= EXACT_MAX:  # also rejects NaN
                 amount = increment(self._metric, amount)
         with self._lock:
             self.value += amount
@@ -152,14 +150,14 @@ class GaugeCell(_Scalar):
 
     def set(self, value: int | float) -> None:
         cls = value.__class__
-        if (cls is not int and cls is not float) or not -_EXACT <= value <= _EXACT:
+        if (cls is not int and cls is not float) or not -EXACT_MAX <= value <= EXACT_MAX:
             value = gauge_value(self._metric, value)
         self.value = value
         self.written = True
 
     def inc(self, amount: int | float = 1) -> None:
         cls = amount.__class__
-        if (cls is not int and cls is not float) or not -_EXACT <= amount <= _EXACT:
+        if (cls is not int and cls is not float) or not -EXACT_MAX <= amount <= EXACT_MAX:
             amount = gauge_value(self._metric, amount, "gauge changes")
         with self._lock:
             self.value += amount
@@ -195,7 +193,7 @@ class HistogramCell:
     def observe(self, value: int | float) -> None:
         """Record ``value`` (finite, >= 0: every catalogue histogram measures a duration or a size)."""
         cls = value.__class__
-        if (cls is not int and cls is not float) or not 0 <= value <= _EXACT:
+        if (cls is not int and cls is not float) or not 0 <= value <= EXACT_MAX:
             value = observation(self._metric, value)
         i = bisect_left(self._bounds, value)
         with self._lock:

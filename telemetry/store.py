@@ -107,8 +107,9 @@ class Stream:
             cell = self._series.get(labels)
             if cell is not None:
                 return cell, False
-            size = 0 if len(self._series) >= self.limit else label_bytes(labels)
-            if len(self._series) >= self.limit or self._bytes + size > self.limit * self.bytes_per_series:
+            full = len(self._series) >= self.limit
+            size = 0 if full else label_bytes(labels)
+            if full or self._bytes + size > self.byte_budget:
                 if self._overflow is None:
                     self._overflow = self._cells(self, OVERFLOW_VALUES)
                     return self._overflow, True

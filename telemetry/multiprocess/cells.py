@@ -25,7 +25,6 @@ from telemetry import cells as _cells
 from telemetry.cells import EXACT_MAX, CounterCell, GaugeCell, HistogramCell, gauge_value, increment, observation
 
 _INF = float("inf")
-_EXACT = EXACT_MAX  # bigger ints are converted by number()
 _ONE = 1  # the default increment, checked by identity on the hot path
 _now = time.time
 
@@ -43,7 +42,7 @@ class SharedCounterCell(CounterCell):
     def inc(self, amount: int | float = 1) -> None:
         if amount is not _ONE:  # inc(): nothing to check
             cls = amount.__class__
-            if (cls is not int and cls is not float) or not 0 <= amount <= _EXACT:
+            if (cls is not int and cls is not float) or not 0 <= amount <= EXACT_MAX:
                 amount = increment(self._metric, amount)  # converts, or raises the in-memory cell's error
         with self._lock:
             value = self.value = self.value + amount
@@ -67,7 +66,7 @@ class SharedGaugeCell(GaugeCell):
 
     def set(self, value: int | float) -> None:
         cls = value.__class__
-        if (cls is not int and cls is not float) or not -_EXACT <= value <= _EXACT:
+        if (cls is not int and cls is not float) or not -EXACT_MAX <= value <= EXACT_MAX:
             value = gauge_value(self._metric, value)
         with self._lock:
             self.value = value
@@ -78,7 +77,7 @@ class SharedGaugeCell(GaugeCell):
 
     def inc(self, amount: int | float = 1) -> None:
         cls = amount.__class__
-        if (cls is not int and cls is not float) or not -_EXACT <= amount <= _EXACT:
+        if (cls is not int and cls is not float) or not -EXACT_MAX <= amount <= EXACT_MAX:
             amount = gauge_value(self._metric, amount, "gauge changes")
         with self._lock:
             value = self.value = self.value + amount
@@ -107,7 +106,7 @@ class SharedHistogramCell(HistogramCell):
 
     def observe(self, value: int | float) -> None:
         cls = value.__class__
-        if (cls is not int and cls is not float) or not 0 <= value <= _EXACT:
+        if (cls is not int and cls is not float) or not 0 <= value <= EXACT_MAX:
             value = observation(self._metric, value)  # converts, or raises the in-memory cell's error
         self._sample(self._record(value), value)
 

@@ -6,9 +6,6 @@ from telemetry.catalogue import RUNS_DURATION, RUNS_TOTAL
 from telemetry.cells import EXACT_MAX, MAX_NUMBER, number, shown
 from telemetry.registry import CounterChild, HistogramChild, Registry
 
-_MAX = MAX_NUMBER
-_EXACT = EXACT_MAX  # bigger ints are converted to floats by number()
-
 
 class Runs:
     """Record finished ``tuist`` CLI runs."""
@@ -23,7 +20,7 @@ class Runs:
         # Converted and checked before any series is created or counted, so a bad call leaves no trace on
         # /metrics: the counter and the histogram move together or not at all.
         cls = duration_ms.__class__
-        if (cls is not int and cls is not float) or not 0 <= duration_ms <= _EXACT:
+        if (cls is not int and cls is not float) or not 0 <= duration_ms <= EXACT_MAX:
             duration_ms = _duration(duration_ms)
         key = (name, is_ci, status)
         pair = self._bound.get(key)
@@ -48,6 +45,6 @@ class Runs:
 
 def _duration(value: object) -> float | int:
     converted = number(RUNS_DURATION, value)  # TypeError for bools, text and non-numbers
-    if not 0 <= converted <= _MAX:
+    if not 0 <= converted <= MAX_NUMBER:
         raise ValueError(f"{RUNS_DURATION}: duration_ms must be finite and >= 0, got {shown(value)}")
     return converted

@@ -30,9 +30,10 @@ from telemetry.exposition.labels import label_name
 from telemetry.recorders import Recorders
 from telemetry.registry import Registry
 from telemetry.store import label_bytes
-from telemetry.testing import isolated, parse_exposition, sample_value
+from telemetry.testing import isolated, parse_exposition, sample_value, wait_for
 
 from .service_process import ServiceProcess, issue_token
+from .test_prometheus import NOT_YET, api, prometheus_scraping
 from .test_promtool import promtool
 
 PART_URL = storage_names("multipart_generate_upload_part_presigned_url")
@@ -192,6 +193,24 @@ def test_reserved_attribute_names_keep_the_exposition_valid(monkeypatch: pytest.
     assert sorted(m.split("'")[1] for m in dropped) == ["le", "otel_scope_name", "quantile"]  # once per key
     assert label_name("__name__") == "key__name__" and label_name("9a") == "key_9a"
     assert OVERFLOW_LABEL not in text
+
+
+@pytest.mark.slow
+def test_a_real_prometheus_scrapes_reserved_attribute_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The same names as above, scraped by Prometheus itself: the target stays up with no scrape error (main:
+    ``label name "le" is not unique: invalid sample``) and the renamed keys are queryable."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "__name__=x,deployment.environment=test")
+    with isolated(serve=True, runtime_metrics=False) as t:
+        assert t.meter_provider is not None and t.metrics_url
+        meter = t.meter_provider.get_meter("app", "1.0")
+        meter.create_histogram("app.latency", unit="ms").record(5, {"le": "10", "route": "/a", "quantile": "0.5"})
+        meter.create_counter("app.jobs").add(3, {"__name__": "evil", "__x": "y"})
+        with prometheus_scraping(tmp_path, t.metrics_url) as prometheus:
+            [jobs] = wait_for(lambda: api(prometheus, "/api/v1/query", query='app_jobs_total{key__name__="evil"}')
+                              ["result"], 30, what="the renamed key in Prometheus", interval=0.5, ignore=NOT_YET)
+            assert jobs["metric"]["key__x"] == "y" and float(jobs["value"][1]) == 3
+            [latency] = api(prometheus, "/api/v1/query", query="app_latency_milliseconds_count")["result"]
+            assert latency["metric"]["route"] == "/a" and "quantile" not in latency["metric"]
 
 
 def test_remote_write_uses_the_same_label_names() -> None:

@@ -91,8 +91,8 @@ def test_values_match_the_process(reader: PrometheusReader) -> None:
         return sample_total(text, cat.PROCESS_CPU_TIME)
 
     before = reader.scrape()
-    deadline = time.process_time() + 0.3
-    while time.process_time() < deadline:  # burn CPU so user time visibly grows
+    until = time.process_time() + 0.3
+    while time.process_time() < until:  # burn CPU so user time visibly grows
         pass
     stop = threading.Event()
     extra = threading.Thread(target=stop.wait)

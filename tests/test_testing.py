@@ -153,3 +153,26 @@ def test_wait_for_times_out_with_what_and_the_last_result() -> None:
     assert 0.2 <= time.monotonic() - started < 2
     with pytest.raises(AssertionError, match="last error ConnectionRefusedError"):
         wait_for(lambda: (_ for _ in ()).throw(ConnectionRefusedError()), 0.1, ignore=(OSError,))
+
+
+# The receivers' waits block on a condition variable (no polling): they stay their own.
+_OWN_WAITS = {"otlp_receiver.py", "posthog_capture.py"}
+
+
+def _polling_loops(source: str) -> list[int]:
+    """Lines of ``while`` loops whose condition reads the clock: a hand-written wait for a condition."""
+    import ast
+
+    return [node.lineno for node in ast.walk(ast.parse(source)) if isinstance(node, ast.While)
+            and any((isinstance(n, ast.Attribute) and n.attr in ("monotonic", "time", "perf_counter"))
+                    or (isinstance(n, ast.Name) and n.id == "deadline") for n in ast.walk(node.test))]
+
+
+def test_the_suite_waits_with_wait_for() -> None:
+    """The project's own tests use ``wait_for`` rather than their own deadline loops on the wall or monotonic
+    clock (test_runtime's loop burning CPU until a ``process_time`` is no wait)."""
+    tests = Path(__file__).resolve().parent
+    found = [f"{p.name}:{line}" for p in sorted(tests.rglob("*.py")) if p.name not in _OWN_WAITS
+             and "node_modules" not in p.parts for line in _polling_loops(p.read_text())]
+    assert found == [], found
+    assert _polling_loops("while time.monotonic() < deadline:\n    pass\n") == [1]  # the scan finds one

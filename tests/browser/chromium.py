@@ -18,6 +18,8 @@ from typing import Any
 
 import websocket
 
+from telemetry.testing import WaitTimeout, wait_for
+
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
          "--disable-extensions", "--metrics-recording-only", "--disable-blink-features=AutomationControlled",
@@ -61,28 +63,32 @@ class Chromium:
 
     def _devtools_port(self, timeout: float) -> int:
         active = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def port() -> int | None:
             if self.proc.poll() is not None:
                 self._log.seek(0)
                 err = self._log.read().decode(errors="replace")
                 raise CDPError(f"chromium exited with {self.proc.returncode}: {err[-2000:]}")
-            if active.exists() and active.read_text().strip():
-                return int(active.read_text().split()[0])
-            time.sleep(0.05)
-        raise CDPError("chromium did not open its DevTools port")
+            text = active.read_text().strip() if active.exists() else ""
+            return int(text.split()[0]) if text else None
+
+        try:
+            return wait_for(port, timeout, what="chromium's DevTools port")
+        except WaitTimeout:
+            raise CDPError("chromium did not open its DevTools port") from None
 
     @staticmethod
     def _page_ws(port: int, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def page() -> str | None:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
                 targets = json.load(r)
             pages = [t for t in targets if t.get("type") == "page"]
-            if pages:
-                return str(pages[0]["webSocketDebuggerUrl"])
-            time.sleep(0.05)
-        raise CDPError("chromium has no page target")
+            return str(pages[0]["webSocketDebuggerUrl"]) if pages else None
+
+        try:
+            return wait_for(page, timeout, what="a chromium page target")
+        except WaitTimeout:
+            raise CDPError("chromium has no page target") from None
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         self._id += 1
